@@ -1,0 +1,91 @@
+"""`/_edge/*`: health, metrics and purge (Starlette; never on the hot path)."""
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .purge import ALL
+
+if TYPE_CHECKING:
+    from .app import Edge
+
+PURGE_KINDS = ("image", "plate", "screen", "dataset", "project", "well", "plateacquisition", "shape", "roi")
+
+
+def purge_tags(spec: dict) -> list[str]:
+    """{"image": [1, 2], "plate": 3, "all": true} → ["image:1", "image:2", "plate:3"] or ["*"]."""
+    if spec.get("all") is True:
+        return [ALL]
+    tags = []
+    for kind in PURGE_KINDS:
+        value = spec.get(kind)
+        if value is None:
+            continue
+        for ident in value if isinstance(value, list) else [value]:
+            if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
+                raise ValueError(f"{kind} ids must be non-negative integers")
+            tags.append(f"{kind}:{ident}")
+    unknown = set(spec) - set(PURGE_KINDS) - {"all"}
+    if unknown:
+        raise ValueError(f"unknown purge keys: {', '.join(sorted(unknown))}")
+    if not tags:
+        raise ValueError(f"name something to purge: one of {', '.join(PURGE_KINDS)} or all")
+    return tags
+
+
+def admin_app(edge: Edge) -> Starlette:
+    async def health(request: Request) -> Response:
+        tiers = {"memory": edge.memory is not None}
+        if edge.disk is not None:
+            tiers["disk"] = edge.disk.up
+        if edge.redis is not None:
+            tiers["redis"] = await edge.redis.ping()
+        upstreams = {pool.name: pool.breaker.state for pool in {id(p): p for p in edge.upstreams.values()}.values()}
+        ok = all(tiers.values()) and all(state == "closed" for state in upstreams.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "tiers": tiers, "upstreams": upstreams,
+                             "access": edge.settings.access})
+
+    async def metrics(request: Request) -> Response:
+        m = edge.metrics
+        if edge.memory is not None:
+            m.tier_entries.labels("memory").set(len(edge.memory))
+            m.tier_bytes.labels("memory").set(edge.memory.bytes)
+            m.tier_up.labels("memory").set(1)
+        if edge.disk is not None:
+            count, volume = edge.disk.stats()
+            m.tier_entries.labels("disk").set(count)
+            m.tier_bytes.labels("disk").set(volume)
+            m.tier_up.labels("disk").set(int(edge.disk.up))
+        if edge.redis is not None:
+            m.tier_up.labels("redis").set(int(edge.redis.up))
+        return Response(m.render(), media_type="text/plain; version=0.0.4")
+
+    async def purge(request: Request) -> Response:
+        token = edge.settings.purge_token
+        if not token:
+            return JSONResponse({"error": "purge is disabled: set purge_token"}, status_code=404)
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return JSONResponse({"error": "bad or missing bearer token"}, status_code=401)
+        try:
+            spec = json.loads(await request.body())
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
+            tags = purge_tags(spec)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        seq = await edge.registry.purge(tags)
+        edge.metrics.purges.inc(len(tags))
+        return JSONResponse({"purged": tags, "seq": seq})
+
+    return Starlette(routes=[
+        Route("/_edge/health", health),
+        Route("/_edge/metrics", metrics),
+        Route("/_edge/purge", purge, methods=["POST"]),
+    ])

@@ -1,0 +1,604 @@
+"""The edge as an ASGI app: `edge.app:app` (configured from EDGE_* / EDGE_CONFIG) or `create_app(settings)`.
+
+The request path is a bare ASGI callable, so a hit is one route lookup, one tier lookup and one
+send with headers prepared at store time. Only `/_edge/*` goes through Starlette.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from .access import AccessChecker
+from .admin import admin_app
+from .entry import Entry, body_matches_type
+from .flight import FillTimeout, Flights
+from .identity import Identity, Requester, SessionResolver
+from .keys import PUBLIC, BadQuery, digest, has_credentials, key_text, parse_query, thumbnail_key
+from .locks import DiskLock, RedisLock
+from .metrics import Metrics
+from .purge import PurgeRegistry
+from .routes import Kind, Route, Upstream, match
+from .settings import Settings
+from .tiers import DiskTier, MemoryTier, RedisTier
+from .upstream import HOP_BY_HOP, Upstream as UpstreamPool, UpstreamError
+
+log = logging.getLogger("edge")
+Send = Callable[[dict], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict]]
+
+MAX_BATCH = 50  # omero.web.thumbnails_batch
+BATCH_TOO_BIG = b"Max 50 thumbnails at a time."
+_DATA_URI = re.compile(r"^data:(image/[a-z]+);base64,(.*)$", re.S)
+_JSON_TYPES = ("application/json", "text/javascript", "application/javascript")
+
+
+class Edge:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.admin = admin_app(self)
+        self.started = False
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        s = self.settings
+        self.memory = MemoryTier(s.memory_size) if s.memory_size else None
+        self.disk = DiskTier(s.cache_dir, s.disk_size) if s.cache_dir else None
+        self.redis = RedisTier(s.redis_url, s.redis_max_body) if s.redis_url else None
+        if self.redis is not None and not await self.redis.ping():
+            log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
+                        _safe_url(s.redis_url))
+        self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url)
+        await self.registry.start()
+        self.upstreams = {Upstream.WEB: UpstreamPool("omero-web", s.backend, s)}
+        self.upstreams[Upstream.MS] = UpstreamPool("omero-ms", s.ms, s) if s.ms else self.upstreams[Upstream.WEB]
+        owner = f"{id(self)}"
+        shared = RedisLock(self.redis, owner) if self.redis else DiskLock(self.disk, owner) if self.disk else None
+        self.flights = Flights(shared, s.fill_timeout)
+        resolver = SessionResolver(s.session_redis_url) if s.session_redis_url else None
+        self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
+        self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
+        self._background: set[asyncio.Task] = set()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for pool in {id(p): p for p in self.upstreams.values()}.values():
+            await pool.close()
+        await self.registry.close()
+        if self.redis is not None:
+            await self.redis.close()
+        if self.identity.resolver is not None:
+            await self.identity.resolver.close()
+        if self.disk is not None:
+            self.disk.close()
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"].startswith("/_edge/"):
+                await self.admin(scope, receive, send)
+            else:
+                await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- the request path ----------------------------------------------------------------------
+    async def handle(self, scope: dict, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        path = scope["path"]
+        found = match(path) if method in ("GET", "HEAD") else None
+        if found is None:
+            return await self.passthrough(scope, receive, send, "uncacheable")
+        route, groups = found
+        try:
+            params = parse_query(scope["query_string"])
+        except BadQuery:
+            return await self.passthrough(scope, receive, send, "bad-query")
+        if has_credentials(params):
+            return await self.passthrough(scope, receive, send, "credentials")
+        headers = dict(scope["headers"])
+        requester = await self.identity.requester(headers)
+        if requester.audience is None:
+            return await self.passthrough(scope, receive, send, requester.reason)
+        host = self.settings.public_base_url or headers.get(b"host", b"-").decode("latin-1")
+        req = Request(scope, route, groups, params, requester, headers, host)
+        if route.kind is Kind.BATCH:
+            return await self.batch(req, send)
+        key = key_text(route, path, groups, params, audience=requester.audience, host=host,
+                       default_size=self.settings.thumb_default_size)
+        await self.cached(req, key, send)
+
+    async def cached(self, req: Request, key: str, send: Send) -> None:
+        d = digest(key)
+        warm = self._warm_mode(req.headers)
+        refresh_before = warm[1] if warm else 0.0
+        entry, tier = await self.lookup(d, key)
+        if entry is not None and entry.stored < refresh_before:
+            entry = None
+        now = time.time()
+        if entry is not None and not await self.access.allowed(req.requester, entry, req.objects()):
+            return await self.respond(req, send, _FORBIDDEN, "BYPASS", "")
+        if entry is not None and entry.is_fresh(now):
+            self.metrics.hits.labels(tier).inc()
+            return await (self.warm_answer(send, "HIT", entry, tier) if warm else self.respond(req, send, entry, "HIT", tier))
+        if entry is not None and now < entry.stale_until and now < entry.fresh_until + self.settings.stale_while_revalidate:
+            self.metrics.stale.inc()
+            self._refresh_in_background(req, key, d)
+            return await self.respond(req, send, entry, "STALE", tier)
+        self.metrics.misses.inc()
+        try:
+            fresh, coalesced = await self.flights.run(d, key, lambda: self.fill(req, key, d))
+        except (UpstreamError, FillTimeout) as exc:
+            if entry is not None and now < entry.stale_until:
+                self.metrics.stale.inc()
+                return await self.respond(req, send, entry, "STALE", tier)
+            return await self.respond_error(req, send, exc)
+        if coalesced:
+            self.metrics.coalesced.inc()
+        if fresh.status >= 500 and entry is not None and now < entry.stale_until:
+            self.metrics.stale.inc()
+            return await self.respond(req, send, entry, "STALE", tier)
+        if warm:
+            return await self.warm_answer(send, "MISS", fresh, "")
+        await self.respond(req, send, fresh, "MISS", "")
+
+    async def lookup(self, d: str, key: str) -> tuple[Entry | None, str]:
+        """L0 → L1 → L2, copying a hit up; an entry invalidated by a purge is a miss."""
+        registry = self.registry
+        registry.refresh()
+        if self.memory is not None:
+            entry = self.memory.get(d)
+            if entry is not None and entry.key == key:
+                if registry.valid(entry.tags, entry.epoch):
+                    return entry, "memory"
+                self.memory.delete(d)
+        if self.disk is not None:
+            entry = self.disk.get(d, key)
+            if entry is not None:
+                if registry.valid(entry.tags, entry.epoch):
+                    if self.memory is not None:
+                        self.memory.set(d, entry)
+                    return entry, "disk"
+                self.disk.delete(d)
+        if self.redis is not None:
+            entry = await self.redis.get(d, key)
+            if entry is not None and registry.valid(entry.tags, entry.epoch):
+                self._store_local(d, entry)
+                return entry, "redis"
+        return None, ""
+
+    def _store_local(self, d: str, entry: Entry) -> None:
+        if self.memory is not None:
+            self.memory.set(d, entry)
+        if self.disk is not None:
+            self.disk.set(d, entry)
+
+    async def store(self, d: str, entry: Entry) -> None:
+        self._store_local(d, entry)
+        if self.redis is not None:
+            await self.redis.set(d, entry)
+        entry.stored_ok = True
+
+    async def fill(self, req: Request, key: str, d: str) -> Entry:
+        """Fetch from the route's upstream and store what is safe and final."""
+        epoch = self.registry.epoch()
+        started = time.time()
+        qs = req.scope["query_string"]
+        resp = await self.fetch(req, req.scope["path"] + ("?" + qs.decode("latin-1") if qs else ""))
+        content_type = resp.headers.get("content-type", "")
+        body = resp.content
+        entry = self.make_entry(req, key, resp.status_code, content_type, body, epoch, started,
+                                [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")])
+        if self.storable(req.route, entry, content_type):
+            await self.store(d, entry)
+        return entry
+
+    def make_entry(self, req: Request, key: str, status: int, content_type: str, body: bytes, epoch: int,
+                   started: float, extra: list[tuple[bytes, bytes]] = ()) -> Entry:
+        s = self.settings
+        ttl = getattr(s, "ttl_" + req.route.ttl) if status == 200 else s.ttl_negative
+        stale = max(s.stale_while_revalidate, s.stale_if_error) if status == 200 else 0
+        tags = req.objects() + (_body_tags(body) if req.route.kind is Kind.JSON and status == 200 else ())
+        return Entry.build(key, status, content_type, body, ttl=ttl, stale=stale, epoch=epoch, tags=tags,
+                           public=req.requester.audience == PUBLIC, extra=list(extra), now=started)
+
+    def storable(self, route: Route, entry: Entry, content_type: str) -> bool:
+        if entry.status == 404:
+            return bool(self.settings.ttl_negative) and entry.public
+        if entry.status != 200 or not body_matches_type(content_type, entry.body):
+            return False
+        media = content_type.split(";")[0].strip()
+        if route.kind is Kind.IMAGE:
+            return media.startswith("image/")
+        return media in _JSON_TYPES and b"ConcurrencyException" not in entry.body[:200]
+
+    async def fetch(self, req: Request, path_qs: str):
+        """A GET for the cache: the public audience is fetched with no credentials at all."""
+        pool = self.upstreams[req.route.upstream]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.scope["headers"]
+                   if k.decode("latin-1") in _FORWARDED_FOR_CACHE]
+        if req.requester.audience != PUBLIC:
+            headers += [("cookie", v.decode("latin-1")) for k, v in req.scope["headers"] if k == b"cookie"]
+        headers += _forwarded(req.scope, req.headers)
+        started = time.perf_counter()
+        try:
+            resp = await pool.request("GET", path_qs, headers)
+        except UpstreamError:
+            self.metrics.upstream_errors.labels(pool.name).inc()
+            raise
+        self.metrics.upstream_seconds.labels(pool.name).observe(time.perf_counter() - started)
+        self.metrics.upstream_requests.labels(pool.name, str(resp.status_code)).inc()
+        return resp
+
+    def _refresh_in_background(self, req: Request, key: str, d: str) -> None:
+        if self.flights.running(d):
+            return
+
+        async def refresh() -> None:
+            try:
+                await self.flights.run(d, key, lambda: self.fill(req, key, d))
+            except (UpstreamError, FillTimeout) as exc:
+                log.info("background refresh failed: %s", exc)
+
+        task = asyncio.create_task(refresh())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- get_thumbnails: per-image entries ---------------------------------------------------------
+    async def batch(self, req: Request, send: Send) -> None:
+        ids: list[int] = []
+        for name, value in req.params:
+            if name == "id":
+                if not value.isdigit():
+                    return await self.passthrough(req.scope, None, send, "batch-ids")
+                if int(value) not in ids:
+                    ids.append(int(value))
+        if not ids:
+            return await self.passthrough(req.scope, None, send, "batch-ids")
+        if len(ids) > MAX_BATCH:
+            return await self.respond(req, send, Entry.build("", 500, "text/javascript", BATCH_TOO_BIG, ttl=0,
+                                                             stale=0, epoch=0, tags=(), public=False), "BYPASS", "")
+        s = self.settings
+        size = int(req.groups.get("w", s.thumb_default_size))
+        # One id takes the single-thumbnail path (z/t/rdefId honoured); several ids ignore them.
+        extra = [(n, v) for n, v in req.params if n in ("z", "t", "rdefId")] if len(ids) == 1 else []
+        keys = [thumbnail_key(req.route, i, size, audience=req.requester.audience, default_size=s.thumb_default_size,
+                              params=extra) for i in ids]
+        digests = [digest(k) for k in keys]
+        found: dict[int, Entry] = {}
+        tier_used = set()
+        for image_id, d, key in zip(ids, digests, keys):
+            entry, tier = await self._lookup_local(d, key)
+            if entry is not None:
+                found[image_id] = entry
+                tier_used.add(tier)
+        missing = [(i, d, k) for i, d, k in zip(ids, digests, keys) if i not in found]
+        if missing and self.redis is not None:
+            remote = await self.redis.get_many([(d, k) for _, d, k in missing])
+            for (image_id, d, _), entry in zip(missing, remote):
+                if entry is not None and self.registry.valid(entry.tags, entry.epoch):
+                    self._store_local(d, entry)
+                    found[image_id] = entry
+                    tier_used.add("redis")
+            missing = [m for m in missing if m[0] not in found]
+        now = time.time()
+        fresh_found = {i: e for i, e in found.items() if e.is_fresh(now)}
+        allowed = await self.access.allowed_many(req.requester, [f"image:{i}" for i in fresh_found])
+        if not allowed:
+            return await self.respond(req, send, _FORBIDDEN, "BYPASS", "")
+        missing += [(i, digest(k), k) for i, k in zip(ids, keys) if i in found and i not in fresh_found]
+        results: dict[int, str | None] = {i: _data_uri(e) for i, e in fresh_found.items()}
+        status = "HIT"
+        if missing:
+            status = "MISS"
+            try:
+                results.update(await self._fill_batch(req, size, missing, extra))
+            except UpstreamError as exc:
+                stale = {i: e for i, e in found.items() if now < e.stale_until}
+                if len(stale) + len(fresh_found) < len(ids):
+                    return await self.respond_error(req, send, exc)
+                results.update({i: _data_uri(e) for i, e in stale.items()})
+                status = "STALE"
+            except _BatchFailed as failed:
+                return await self.respond(req, send, failed.entry, "MISS", "")
+            self.metrics.misses.inc()
+        else:
+            for tier in tier_used:
+                self.metrics.hits.labels(tier).inc()
+        body = json.dumps({str(i): results.get(i) for i in ids}, separators=(", ", ": ")).encode()
+        entry = Entry.build("", 200, "application/json", body, ttl=0, stale=0, epoch=0, tags=(),
+                            public=req.requester.audience == PUBLIC, now=now)
+        if self._warm_mode(req.headers):
+            return await self.warm_answer(send, status, entry, ",".join(sorted(tier_used)),
+                                          {"ids": len(ids), "missing": len(missing)})
+        await self.respond(req, send, entry, status, ",".join(sorted(tier_used)) if status == "HIT" else "",
+                           max_age=min((e.max_age(now) for e in fresh_found.values()), default=0))
+
+    async def _lookup_local(self, d: str, key: str) -> tuple[Entry | None, str]:
+        registry = self.registry
+        if self.memory is not None:
+            entry = self.memory.get(d)
+            if entry is not None and entry.key == key and registry.valid(entry.tags, entry.epoch):
+                return entry, "memory"
+        if self.disk is not None:
+            entry = self.disk.get(d, key)
+            if entry is not None and registry.valid(entry.tags, entry.epoch):
+                if self.memory is not None:
+                    self.memory.set(d, entry)
+                return entry, "disk"
+        return None, ""
+
+    async def _fill_batch(self, req: Request, size: int, missing: list[tuple[int, str, str]],
+                          extra: list[tuple[str, str]]) -> dict[int, str | None]:
+        """Fetch only the missing ids as one smaller batch; ids already being fetched join that flight."""
+        out: dict[int, str | None] = {}
+        waits = [(i, self.flights._local[d]) for i, d, _ in missing if d in self.flights._local]
+        to_fetch = [(i, d, k) for i, d, k in missing if d not in self.flights._local]
+        futures: dict[str, asyncio.Future] = {}
+        loop = asyncio.get_running_loop()
+        for _, d, _ in to_fetch:
+            futures[d] = self.flights._local[d] = loop.create_future()
+        try:
+            if to_fetch:
+                epoch = self.registry.epoch()
+                started = time.time()
+                query = "&".join([f"id={i}" for i, _, _ in to_fetch] + [f"{n}={v}" for n, v in extra])
+                path = req.scope["path"]
+                resp = await self.fetch(req, f"{path}?{query}")
+                if resp.status_code != 200:
+                    failed = self.make_entry(req, "", resp.status_code, resp.headers.get("content-type", ""),
+                                             resp.content, epoch, started)
+                    raise _BatchFailed(failed)
+                try:
+                    data = resp.json()
+                except ValueError:
+                    raise UpstreamError(self.upstreams[req.route.upstream].name, 502, "sent an invalid batch")
+                for image_id, d, key in to_fetch:
+                    value = data.get(str(image_id)) if isinstance(data, dict) else None
+                    out[image_id] = value
+                    entry = self._thumb_entry(req, key, image_id, value, epoch, started)
+                    if entry is not None:
+                        await self.store(d, entry)
+                    futures[d].set_result(entry)
+        except BaseException as exc:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()
+            raise
+        finally:
+            for d in futures:
+                self.flights._local.pop(d, None)
+        for image_id, future in waits:
+            try:
+                entry = await asyncio.shield(future)
+            except Exception:  # noqa: BLE001 - the other request's failure: this id stays null
+                entry = None
+            out[image_id] = _data_uri(entry) if isinstance(entry, Entry) else None
+        return out
+
+    def _thumb_entry(self, req: Request, key: str, image_id: int, value, epoch: int, started: float) -> Entry | None:
+        """A batch value as the thumbnail entry `render_thumbnail` would have stored; None if not final."""
+        if not isinstance(value, str):
+            return None
+        m = _DATA_URI.match(value)
+        if m is None:
+            return None
+        try:
+            body = base64.b64decode(m.group(2), validate=True)
+        except ValueError:
+            return None
+        content_type = m.group(1)
+        if not body_matches_type(content_type, body):
+            return None  # a placeholder (PNG labelled JPEG): pass it on, never store it
+        s = self.settings
+        return Entry.build(key, 200, content_type, body, ttl=s.ttl_thumbnail,
+                           stale=max(s.stale_while_revalidate, s.stale_if_error), epoch=epoch,
+                           tags=(f"image:{image_id}",), public=req.requester.audience == PUBLIC, now=started)
+
+    # --- answers -------------------------------------------------------------------------------------
+    async def respond(self, req: Request, send: Send, entry: Entry, status: str, tier: str,
+                      max_age: int | None = None) -> None:
+        now = time.time()
+        headers = list(entry.headers)
+        if entry.status == 200 and entry.etag:
+            scope = "public" if entry.public and req.requester.audience == PUBLIC else "private"
+            headers.append((b"cache-control", f"{scope}, max-age={entry.max_age(now) if max_age is None else max_age}".encode()))
+        headers += [(b"x-edge-cache", status.encode()), (b"x-edge-tier", tier.encode())]
+        inm = req.headers.get(b"if-none-match")
+        if inm and entry.status == 200 and entry.etag.encode() in _etags(inm):
+            headers = [h for h in headers if h[0] not in (b"content-length", b"content-type")]
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = entry.body
+        if (len(body) > 1024 and b"gzip" in req.headers.get(b"accept-encoding", b"")
+                and entry.content_type().startswith(_JSON_TYPES)):
+            if entry.gzipped is None:
+                entry.gzipped = gzip.compress(body, compresslevel=5)
+            body = entry.gzipped
+            headers = [h for h in headers if h[0] != b"content-length"]
+            headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode()),
+                        (b"vary", b"Accept-Encoding")]
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        if req.scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.metrics.bytes_served.inc(len(body))
+        await send({"type": "http.response.body", "body": body})
+
+    async def respond_error(self, req: Request, send: Send, exc: Exception) -> None:
+        if isinstance(exc, UpstreamError):
+            status, body = exc.status, exc.body()
+        else:
+            status, body = 504, b"omero-edge: timed out waiting for another request's fill\n"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode()), (b"x-edge-cache", b"MISS"),
+                                (b"x-edge-tier", b"")]})
+        await send({"type": "http.response.body", "body": b"" if req.scope["method"] == "HEAD" else body})
+
+    def _warm_mode(self, headers: dict[bytes, bytes]) -> tuple[bool, float] | None:
+        """(True, refresh-before) when the request carries the warm token."""
+        token = self.settings.warm_token
+        if not token or headers.get(b"x-edge-warm", b"").decode("latin-1") != token:
+            return None
+        refresh = headers.get(b"x-edge-warm-refresh-before", b"")
+        try:
+            return True, float(refresh) if refresh else 0.0
+        except ValueError:
+            return True, 0.0
+
+    async def warm_answer(self, send: Send, status: str, entry: Entry, tier: str, extra: dict | None = None) -> None:
+        """Warm mode answers with the cache status, not the body."""
+        body = json.dumps({"cache": status, "status": entry.status, "stored": entry.stored_ok or status == "HIT",
+                           "tier": tier, "bytes": len(entry.body), "stored_at": entry.stored, **(extra or {})}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"x-edge-cache", status.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    # --- everything else: proxied untouched ---------------------------------------------------------
+    async def passthrough(self, scope: dict, receive: Receive | None, send: Send, reason: str) -> None:
+        self.metrics.bypass.labels(reason).inc()
+        found = match(scope["path"])
+        pool = self.upstreams[found[0].upstream if found else Upstream.WEB]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                   if k.decode("latin-1") not in HOP_BY_HOP]
+        headers += _forwarded(scope, dict(scope["headers"]))
+        qs = scope["query_string"].decode("latin-1")
+        content = _request_body(receive) if receive is not None and scope["method"] not in ("GET", "HEAD") else None
+        try:
+            resp = await pool.request(scope["method"], scope["raw_path"].decode("latin-1") if scope.get("raw_path")
+                                      else scope["path"] + ("?" + qs if qs else ""), headers, content, stream=True)
+        except UpstreamError as exc:
+            body = exc.body()
+            await send({"type": "http.response.start", "status": exc.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode()), (b"x-edge-cache", b"BYPASS")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.multi_items()
+                   if k not in HOP_BY_HOP]
+            out.append((b"x-edge-cache", b"BYPASS"))
+            await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            async for chunk in resp.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await resp.aclose()
+
+
+class _BatchFailed(Exception):
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+
+
+class Request:
+    """What the cache path needs of one request."""
+
+    __slots__ = ("scope", "route", "groups", "params", "requester", "headers", "host")
+
+    def __init__(self, scope: dict, route: Route, groups: dict[str, str], params, requester: Requester,
+                 headers: dict[bytes, bytes], host: str) -> None:
+        self.scope, self.route, self.groups, self.params = scope, route, groups, params
+        self.requester, self.headers, self.host = requester, headers, host
+
+    def objects(self) -> tuple[str, ...]:
+        return tuple(f"{kind}:{self.groups[group]}" for group, kind in self.route.objects if group in self.groups)
+
+
+_FORBIDDEN = Entry.build("", 403, "text/plain", b"", ttl=0, stale=0, epoch=0, tags=(), public=False)
+_FORWARDED_FOR_CACHE = frozenset({"accept", "x-requested-with", "user-agent", "host"})
+
+
+def _forwarded(scope: dict, headers: dict[bytes, bytes]) -> list[tuple[str, str]]:
+    client = scope.get("client") or ("", 0)
+    return [("x-forwarded-for", client[0]), ("x-forwarded-proto", scope.get("scheme", "http")),
+            ("x-forwarded-host", headers.get(b"host", b"").decode("latin-1"))]
+
+
+async def _request_body(receive: Receive):
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+def _etags(header: bytes) -> set[bytes]:
+    return {part.strip().removeprefix(b"W/") for part in header.split(b",")}
+
+
+def _data_uri(entry: Entry | None) -> str | None:
+    if entry is None or entry.status != 200:
+        return None
+    return f"data:{entry.content_type()};base64,{base64.b64encode(entry.body).decode()}"
+
+
+def _body_tags(body: bytes) -> tuple[str, ...]:
+    """Images named inside JSON (plate grid cells, API objects), so purging an image reaches them."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ()
+    ids: set[int] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("@type") or node.get("type") or ""
+            ident = node.get("@id", node.get("id"))
+            if isinstance(kind, str) and kind.rpartition("#")[2] == "Image" and isinstance(ident, int):
+                ids.add(ident)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return tuple(f"image:{i}" for i in sorted(ids))
+
+
+def _safe_url(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def create_app(settings: Settings | None = None) -> Edge:
+    """An edge app from code (tests, embedding); `edge.app:app` builds one from the environment."""
+    return Edge(settings or Settings.load())
+
+
+def __getattr__(name: str):
+    # `edge.app:app` is built on first access, so importing edge.app for create_app reads no environment.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

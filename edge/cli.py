@@ -1,0 +1,215 @@
+"""`edge`: serve the edge, run the embedded demo, purge objects, show settings, render nginx config."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+
+from .settings import ConfigError, Settings
+
+EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
+         "`edge config` lists them all."
+
+
+def _settings_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with settings (flat, or under [edge])")
+    p.add_argument("--backend", action="append", help="OMERO.web base URL (repeat for several)")
+    p.add_argument("--ms", action="append", help="omero-ms-image-region base URL (repeat for several)")
+    p.add_argument("--cache-dir", help="L1 disk tier directory ('' turns it off)")
+    p.add_argument("--redis", dest="redis_url", help="L2 Redis tier URL, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--session-redis", dest="session_redis_url", help="Redis holding OMERO.web's sessions")
+    p.add_argument("--access", choices=["public-only", "verified"], help="who the cache serves (see README)")
+
+
+def _load(args: argparse.Namespace, *names: str) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in
+                 ("backend", "ms", "cache_dir", "redis_url", "session_redis_url", "access", *names)}
+    return Settings.load(args.config, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(args, "bind", "workers", "server", "certfile", "keyfile")
+    os.environ.update(settings.to_env())
+    os.environ.pop("EDGE_CONFIG", None)  # everything is in EDGE_* now
+    host, _, port = settings.bind.rpartition(":")
+    scheme = "https" if settings.certfile else "http"
+    print(f"edge: {settings.server} on {scheme}://{settings.bind} ({settings.workers} worker(s)) "
+          f"→ {', '.join(settings.backend)}", file=sys.stderr, flush=True)
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP2Settings
+
+        kwargs = {}
+        if settings.certfile:
+            kwargs = {"ssl_cert": settings.certfile, "ssl_key": settings.keyfile}
+        Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
+                workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
+                http2_settings=HTTP2Settings(max_concurrent_streams=256), **kwargs).serve()
+    else:
+        from hypercorn.config import Config
+        from hypercorn.run import run
+
+        config = Config()
+        config.application_path = "edge.app:app"
+        config.workers = settings.workers
+        config.keep_alive_max_requests = 10**9
+        config.backlog = 2048
+        if settings.certfile:
+            config.bind = [settings.bind]
+            config.certfile, config.keyfile = settings.certfile, settings.keyfile
+        else:
+            config.bind = [settings.bind]
+        config.h11_max_incomplete_size = 64 * 1024
+        config.h2_max_header_list_size = 64 * 1024
+        run(config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The simulated OMERO, and the edge in front of it on its embedded disk cache."""
+    sim_port, edge_port = args.sim_port, args.port
+    sim = subprocess.Popen([sys.executable, "-m", "bench", "sim", "--host", "127.0.0.1", "--port", str(sim_port),
+                            "--scale", args.scale, "--workers", "4", "--speed", str(args.speed)])
+    env = {**os.environ, "EDGE_BACKEND": f"http://127.0.0.1:{sim_port}", "EDGE_BIND": f"127.0.0.1:{edge_port}",
+           "EDGE_CACHE_DIR": args.cache_dir}
+    edge = subprocess.Popen([sys.executable, "-m", "edge", "serve"], env=env)
+    try:
+        _wait_for(f"http://127.0.0.1:{edge_port}/_edge/health", lambda: sim.poll() is None and edge.poll() is None)
+        print(f"""
+omero-edge demo is running (Ctrl-C stops it):
+  plate browser through the edge   http://127.0.0.1:{edge_port}/
+  the same, straight from OMERO    http://127.0.0.1:{sim_port}/   (simulated OMERO.web, {args.scale} data set)
+  edge health / metrics            http://127.0.0.1:{edge_port}/_edge/health   /_edge/metrics
+  try: curl -sI http://127.0.0.1:{edge_port}/webgateway/render_thumbnail/1/ | grep -i x-edge
+""", flush=True)
+        while sim.poll() is None and edge.poll() is None:
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (edge, sim):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (edge, sim):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_for(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise SystemExit("edge: the demo's servers did not start (see the messages above)")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"edge: {url} did not answer within {timeout:.0f}s")
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    spec: dict = {"all": True} if args.all else {}
+    for kind in ("image", "plate", "screen", "dataset", "project", "well"):
+        ids = getattr(args, kind)
+        if ids:
+            spec[kind] = ids
+    if not spec:
+        raise ConfigError("name what to purge: --image/--plate/--screen/--dataset/--project/--well ID or --all")
+    if args.edge:
+        token = args.token or os.environ.get("EDGE_PURGE_TOKEN", "")
+        resp = httpx.post(args.edge.rstrip("/") + "/_edge/purge", json=spec,
+                          headers={"authorization": f"Bearer {token}"}, timeout=10)
+        if resp.status_code != 200:
+            print(f"edge: purge failed: {resp.status_code} {resp.text.strip()}", file=sys.stderr)
+            return 1
+        result = resp.json()
+    else:
+        from .admin import purge_tags
+        from .purge import PurgeRegistry
+
+        settings = _load(args)
+
+        async def run() -> dict:
+            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url)
+            try:
+                tags = purge_tags(spec)
+                return {"purged": tags, "seq": await registry.purge(tags)}
+            finally:
+                await registry.close()
+
+        result = asyncio.run(run())
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    for name, value, doc in settings.doc_rows():
+        print(f"{name:24} {value:32} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description="HTTP/2 caching edge for OMERO image servers.",
+                                     epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the edge on an ASGI server", epilog=EPILOG)
+    _settings_options(p)
+    p.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8080)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--server", choices=["granian", "hypercorn"],
+                   help="granian (default: Rust HTTP/1.1+HTTP/2, fastest) or hypercorn (pure Python)")
+    p.add_argument("--certfile", help="TLS certificate: HTTP/2 over TLS with ALPN")
+    p.add_argument("--keyfile", help="TLS key (PKCS#8 PEM)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="simulated OMERO + edge + disk cache, no Redis needed")
+    p.add_argument("--port", type=int, default=8080, help="edge port (default 8080)")
+    p.add_argument("--sim-port", type=int, default=4080, help="simulated OMERO.web port (default 4080)")
+    p.add_argument("--scale", choices=["small", "idr"], default="small", help="simulated data set size")
+    p.add_argument("--speed", type=float, default=1.0, help="backend latency scale (0 = instant)")
+    p.add_argument("--cache-dir", default=".cache/demo", help="disk tier directory (default .cache/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("purge", help="purge cached objects on every tier and node",
+                       description="Without --edge, writes the purge to the cache directory and Redis of the "
+                                   "given settings directly; with --edge, asks a running edge.")
+    _settings_options(p)
+    for kind in ("image", "plate", "screen", "dataset", "project", "well"):
+        p.add_argument(f"--{kind}", type=int, action="append", metavar="ID", help=f"purge {kind} ID (repeatable)")
+    p.add_argument("--all", action="store_true", help="purge everything")
+    p.add_argument("--edge", help="URL of a running edge (uses POST /_edge/purge)")
+    p.add_argument("--token", help="purge token (default $EDGE_PURGE_TOKEN)")
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("config", help="print every setting with its value and meaning")
+    _settings_options(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,86 @@
+"""Single-flight: one backend fetch per key, in this process, across workers and across nodes.
+
+In the process, waiters share the filler's future. Across processes, the filler holds a lock
+(Redis `SET NX PX` when L2 is on, else an atomic diskcache `add` in the node's directory) and
+other processes poll the shared tier for the result. A fill that produced nothing storable
+leaves its result for a few seconds under a side key, so remote waiters get the same answer
+instead of fetching again; a lock whose holder died expires. Nobody waits longer than
+`fill_timeout`, and nobody falls back to an uncached fetch on a timer.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from .entry import Entry
+
+
+class SharedLock(Protocol):
+    async def acquire(self, digest: str, ttl: float) -> bool: ...
+    async def release(self, digest: str) -> None: ...
+    async def peek(self, digest: str, key: str) -> Entry | None: ...
+    async def leave_result(self, digest: str, entry: Entry) -> None: ...
+    async def result(self, digest: str, key: str) -> Entry | None: ...
+    async def held(self, digest: str) -> bool: ...
+
+
+class FillTimeout(Exception):
+    """Another process held the fill longer than `fill_timeout`."""
+
+
+class Flights:
+    def __init__(self, shared: SharedLock | None, fill_timeout: float) -> None:
+        self.shared = shared
+        self.fill_timeout = fill_timeout
+        self._local: dict[str, asyncio.Future[Entry]] = {}
+        self.owner = f"{os.getpid()}"
+
+    def running(self, digest: str) -> bool:
+        return digest in self._local
+
+    async def run(self, digest: str, key: str, fill: Callable[[], Awaitable[Entry]]) -> tuple[Entry, bool]:
+        """The entry for `key`, fetched at most once; the flag says whether this caller waited on another."""
+        future = self._local.get(digest)
+        if future is not None:
+            return await asyncio.shield(future), True
+        future = asyncio.get_running_loop().create_future()
+        self._local[digest] = future
+        try:
+            entry, coalesced = await self._fill_once(digest, key, fill)
+            future.set_result(entry)
+            return entry, coalesced
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._local[digest]
+
+    async def _fill_once(self, digest: str, key: str, fill: Callable[[], Awaitable[Entry]]) -> tuple[Entry, bool]:
+        if self.shared is None:
+            return await fill(), False
+        deadline = time.monotonic() + self.fill_timeout
+        delay = 0.002
+        while True:
+            if await self.shared.acquire(digest, self.fill_timeout):
+                try:
+                    entry = await fill()
+                    if not entry.stored_ok:
+                        await self.shared.leave_result(digest, entry)
+                    return entry, False
+                finally:
+                    await self.shared.release(digest)
+            # Someone else is filling: wait for their entry (or their non-storable answer).
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                entry = await self.shared.peek(digest, key) or await self.shared.result(digest, key)
+                if entry is not None:
+                    return entry, True
+                if not await self.shared.held(digest):
+                    break  # the holder died or gave up without a result: try to take the fill
+            else:
+                raise FillTimeout(key)

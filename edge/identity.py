@@ -1,0 +1,124 @@
+"""Who is asking: the audience a request is cached for, or None to bypass the cache.
+
+OMERO.web identifies a browser by its Django session cookie; the OMERO session key behind it
+lives in the Django session (django-redis: `:1:django.contrib.sessions.cache<cookie>`, a
+pickled dict). The edge reads it the way omero-ms-image-region does, with an unpickler that
+only builds plain built-in types: anything else is an unknown session, never executed.
+Session ids are hashed before they go anywhere (keys, logs, metrics).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .keys import PUBLIC
+
+log = logging.getLogger("edge.identity")
+SESSION_PREFIX = ":1:django.contrib.sessions.cache"
+_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool", "NoneType"}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}")
+
+
+def load_session(raw: bytes) -> dict | None:
+    """A Django session dict of plain types, or None for anything else (never executes code)."""
+    try:
+        value = _PlainUnpickler(io.BytesIO(raw)).load()
+    except Exception:  # noqa: BLE001 - every malformed or hostile value is just "unknown session"
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def hashed(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Requester:
+    audience: str | None  # PUBLIC, "u:<hash>", or None = bypass the cache
+    session: str = ""  # hashed cookie value (for read-check memos); never the cookie itself
+    user_id: int | None = None
+    reason: str = ""  # why it bypasses
+    cookie: str = field(default="", repr=False)  # sent only to the backend, for read checks
+
+
+def cookie_value(cookie_header: str, name: str) -> str | None:
+    if name not in cookie_header:
+        return None
+    jar = SimpleCookie()
+    try:
+        jar.load(cookie_header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel and morsel.value else None
+
+
+class SessionResolver:
+    """Cookie → Django session, read from OMERO.web's Redis, remembered for a few seconds."""
+
+    def __init__(self, url: str, memo_ttl: float = 5.0) -> None:
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        self.memo_ttl = memo_ttl
+        self._memo: dict[str, tuple[float, dict | None]] = {}
+
+    async def session(self, cookie: str) -> dict | None:
+        now = time.monotonic()
+        memo = self._memo.get(cookie)
+        if memo is not None and now - memo[0] < self.memo_ttl:
+            return memo[1]
+        try:
+            raw = await self.client.get(SESSION_PREFIX + cookie)
+        except (RedisError, OSError) as exc:
+            log.warning("session store unavailable, bypassing the cache for sessions: %s", exc)
+            return None
+        value = load_session(raw) if raw else None
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[cookie] = (now, value)
+        return value
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class Identity:
+    def __init__(self, cookie_name: str, resolver: SessionResolver | None, per_user: bool) -> None:
+        self.cookie_name = cookie_name
+        self.resolver = resolver
+        self.per_user = per_user
+
+    async def requester(self, headers: dict[bytes, bytes]) -> Requester:
+        if b"x-omero-session-key" in headers or b"authorization" in headers:
+            return Requester(None, reason="session-key")
+        raw = headers.get(b"cookie")
+        cookie = cookie_value(raw.decode("latin-1"), self.cookie_name) if raw else None
+        if cookie is None:
+            return Requester(PUBLIC)
+        if self.resolver is None:
+            return Requester(None, reason="session")  # cannot tell a user from the public user: stay safe
+        session = await self.resolver.session(cookie)
+        connector = session.get("connector") if session else None
+        if not isinstance(connector, dict) or not connector.get("omero_session_key"):
+            # Unknown, expired or tampered session: the backend decides, the cache stays out of it.
+            return Requester(None, reason="unknown-session")
+        if connector.get("is_public"):
+            return Requester(PUBLIC)
+        if not self.per_user:
+            return Requester(None, reason="user")
+        user_id = connector.get("user_id")
+        return Requester("u:" + hashed(f"user:{user_id}"), session=hashed(cookie),
+                         user_id=user_id if isinstance(user_id, int) else None, cookie=cookie)

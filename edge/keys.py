@@ -1,0 +1,124 @@
+"""The one canonical cache key, shared by the edge, the warmer and the purge path.
+
+A key is readable text: `<audience> <host> <canonical path>?<params>`. Equivalent URLs fold
+(`render_thumbnail/<id>/` = `…/<id>/96/`, birds-eye = thumbnail, `plate/<pid>/` = `…/0/`),
+cache-busters (`_`) are dropped, the other params are sorted by name (stable, so repeated
+params keep their order: Django reads the last one) and quoted, so two URLs share a key only
+when the backend would answer them alike. The tiers store under a digest of the text and
+keep the text in the entry to rule out collisions.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+from .routes import BY_NAME, CACHE_BUSTERS, CREDENTIAL_PARAMS, Personal, Route
+
+PUBLIC = "public"  # no session, or the OMERO public user: one shared cache
+SHARED = "shared"  # bytes the same for every reader (read checks still apply per audience)
+
+Params = list[tuple[str, str]]
+
+# One `c` entry with a window and a colour (or LUT): [-]idx|start:end$RRGGBB
+_FULL_CHANNEL = re.compile(r"^-?[0-9]+\|-?[0-9.]+:-?[0-9.]+\$[0-9A-Za-z_.\-]+$")
+
+
+class BadQuery(ValueError):
+    """The query string is not valid percent-encoded UTF-8: proxy it, never cache it."""
+
+
+def parse_query(raw: bytes) -> Params:
+    """Decode a raw query string strictly: an undecodable one must never fold into another's key."""
+    pairs: Params = []
+    if not raw:
+        return pairs
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        try:
+            pairs.append((unquote_to_bytes(name.replace(b"+", b" ")).decode(),
+                          unquote_to_bytes(value.replace(b"+", b" ")).decode()))
+        except UnicodeDecodeError:
+            raise BadQuery("query is not UTF-8") from None
+    return pairs
+
+
+def has_credentials(params: Params) -> bool:
+    return any(name in CREDENTIAL_PARAMS for name, _ in params)
+
+
+def canonical_params(params: Params, drop: frozenset[str] = frozenset()) -> str:
+    kept = [(n, v) for n, v in params if n not in CACHE_BUSTERS and n not in drop]
+    kept.sort(key=lambda pair: pair[0])
+    return "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in kept)
+
+
+def canonical_path(route: Route, path: str, groups: dict[str, str], default_size: int) -> str:
+    if not route.canonical:
+        return path
+    values = {name: value.replace("{default_size}", str(default_size)) for name, value in route.defaults}
+    values.update(groups)
+    # An explicit size equal to the default is the same request as no size.
+    return route.canonical.format(**values)
+
+
+def is_full_rdef(params: Params) -> bool:
+    """A render fully specified by the URL: every `c` entry has a window and a colour, and `m` is set."""
+    last = dict(params)
+    channels = last.get("c", "")
+    if not channels or last.get("m") not in ("g", "c"):
+        return False
+    return all(_FULL_CHANNEL.match(entry) for entry in channels.split(","))
+
+
+def key_audience(route: Route, params: Params, audience: str) -> str:
+    """The audience part of the key: shared when the bytes cannot depend on the requester."""
+    if route.personal is Personal.NEVER:
+        return SHARED
+    if route.personal is Personal.UNLESS_FULL_RDEF and is_full_rdef(params):
+        return SHARED
+    return audience
+
+
+def key_text(route: Route, path: str, groups: dict[str, str], params: Params, *, audience: str,
+             host: str, default_size: int, drop: frozenset[str] = frozenset()) -> str:
+    """The canonical key of a request already matched to `route`."""
+    where = host if route.absolute_urls else "-"
+    query = canonical_params(params, drop)
+    return f"{key_audience(route, params, audience)} {where} {canonical_path(route, path, groups, default_size)}" \
+           f"?{query}"
+
+
+def thumbnail_key(batch: Route, image_id: int, size: int, *, audience: str, default_size: int,
+                  params: Params = ()) -> str:
+    """The per-image entry a `get_thumbnails` batch reads and fills: the single-thumbnail URL's key."""
+    item = BY_NAME[batch.item]
+    groups = {"iid": str(image_id), "w": str(size)}
+    return key_text(item, "", groups, list(params), audience=audience, host="-", default_size=default_size)
+
+
+def digest(text: str) -> str:
+    """Storage name of a key in every tier."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def key_for(path: str, raw_query: bytes = b"", *, audience: str = PUBLIC, host: str = "-",
+            default_size: int = 96) -> str | None:
+    """The key a GET of `path?raw_query` is stored under, or None when it is never cached
+    (no route, credentials in the query, an undecodable query, or a batch, which has per-image keys)."""
+    from .routes import Kind, match
+
+    found = match(path)
+    if found is None:
+        return None
+    route, groups = found
+    try:
+        params = parse_query(raw_query)
+    except BadQuery:
+        return None
+    if route.kind is Kind.BATCH or has_credentials(params):
+        return None
+    return key_text(route, path, groups, params, audience=audience, host=host, default_size=default_size)

@@ -1,0 +1,92 @@
+"""The cross-process fill locks behind single-flight (see flight.py): Redis when L2 is on, else disk."""
+from __future__ import annotations
+
+
+from redis.exceptions import RedisError
+
+from .entry import CorruptEntry, Entry
+from .tiers import DiskTier, RedisTier
+
+RESULT_TTL = 3.0  # seconds a non-storable answer stays readable for remote waiters
+
+
+class RedisLock:
+    def __init__(self, tier: RedisTier, owner: str) -> None:
+        self.tier = tier
+        self.owner = owner
+
+    async def acquire(self, digest: str, ttl: float) -> bool:
+        if not self.tier.up:
+            return True  # no shared lock: fill here rather than wait for nobody
+        try:
+            return bool(await self.tier.client.set("edge:lock:" + digest, self.owner, nx=True, px=int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            self.tier._failed(exc)
+            return True
+
+    async def release(self, digest: str) -> None:
+        try:
+            await self.tier.client.delete("edge:lock:" + digest)
+        except (RedisError, OSError) as exc:
+            self.tier._failed(exc)
+
+    async def held(self, digest: str) -> bool:
+        try:
+            return bool(await self.tier.client.exists("edge:lock:" + digest))
+        except (RedisError, OSError) as exc:
+            self.tier._failed(exc)
+            return False
+
+    async def peek(self, digest: str, key: str) -> Entry | None:
+        return await self.tier.get(digest, key)
+
+    async def leave_result(self, digest: str, entry: Entry) -> None:
+        try:
+            await self.tier.client.set("edge:res:" + digest, entry.dumps(), px=int(RESULT_TTL * 1000))
+        except (RedisError, OSError) as exc:
+            self.tier._failed(exc)
+
+    async def result(self, digest: str, key: str) -> Entry | None:
+        try:
+            raw = await self.tier.client.get("edge:res:" + digest)
+            return Entry.loads(raw, key) if raw else None
+        except (RedisError, OSError, CorruptEntry):
+            return None
+
+
+class DiskLock:
+    """For the workers of one node sharing a cache directory."""
+
+    def __init__(self, tier: DiskTier, owner: str) -> None:
+        self.tier = tier
+        self.owner = owner
+
+    async def acquire(self, digest: str, ttl: float) -> bool:
+        return self.tier.add("lock:" + digest, self.owner, ttl)
+
+    async def release(self, digest: str) -> None:
+        self.tier.delete("lock:" + digest)
+
+    async def held(self, digest: str) -> bool:
+        try:
+            return ("lock:" + digest) in self.tier.cache
+        except Exception:  # noqa: BLE001 - a broken disk holds no locks
+            return False
+
+    async def peek(self, digest: str, key: str) -> Entry | None:
+        return self.tier.get(digest, key)
+
+    async def leave_result(self, digest: str, entry: Entry) -> None:
+        try:
+            self.tier.cache.set("res:" + digest, entry.dumps(), expire=RESULT_TTL)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def result(self, digest: str, key: str) -> Entry | None:
+        try:
+            raw = self.tier.cache.get("res:" + digest)
+            return Entry.loads(raw, key) if raw else None
+        except Exception:  # noqa: BLE001
+            return None
+
+

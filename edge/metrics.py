@@ -1,0 +1,33 @@
+"""Prometheus metrics of one edge process (each server worker reports its own)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.hits = Counter("edge_hits_total", "Requests answered from a tier.", ["tier"], registry=r)
+        self.misses = Counter("edge_misses_total", "Requests that needed the upstream.", registry=r)
+        self.stale = Counter("edge_stale_total", "Stale entries served (revalidating or upstream failing).",
+                             registry=r)
+        self.bypass = Counter("edge_bypass_total", "Requests proxied without the cache.", ["reason"], registry=r)
+        self.coalesced = Counter("edge_coalesced_total", "Requests that waited on another request's fill.",
+                                 registry=r)
+        self.upstream_requests = Counter("edge_upstream_requests_total", "Requests sent upstream.",
+                                         ["upstream", "status"], registry=r)
+        self.upstream_errors = Counter("edge_upstream_errors_total", "Upstream connect errors and timeouts.",
+                                       ["upstream"], registry=r)
+        self.upstream_seconds = Histogram("edge_upstream_seconds", "Upstream answer time.", ["upstream"],
+                                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+                                          registry=r)
+        self.bytes_served = Counter("edge_bytes_served_total", "Body bytes sent to clients.", registry=r)
+        self.tier_entries = Gauge("edge_tier_entries", "Entries held per tier.", ["tier"], registry=r)
+        self.tier_bytes = Gauge("edge_tier_bytes", "Bytes held per tier.", ["tier"], registry=r)
+        self.tier_up = Gauge("edge_tier_up", "1 when a tier is usable.", ["tier"], registry=r)
+        self.purges = Counter("edge_purges_total", "Objects purged.", registry=r)
+        self.access_checks = Counter("edge_access_checks_total", "Read checks sent to the backend.", ["result"],
+                                     registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

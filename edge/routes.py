@@ -1,0 +1,243 @@
+"""The route table: which OMERO URLs the edge caches, and what it must know about each.
+
+Data, not if-chains: each `Route` names its upstream, the kind of body, its TTL class, the
+object ids it concerns (for tags, purge and read checks), whose rendering settings its bytes
+depend on, and the canonical path template equivalent URLs fold into. Anything that matches
+no route is proxied untouched and never cached. The nginx generator exports the same table
+as a regex so the two never disagree.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Kind(str, Enum):
+    IMAGE = "image"  # bytes whose content type must match their magic number
+    JSON = "json"
+    BATCH = "batch"  # get_thumbnails: split into per-image thumbnail entries
+
+
+class Personal(str, Enum):
+    """Whose rendering settings / visibility the bytes depend on (omero-web-api.md §3)."""
+
+    ALWAYS = "always"  # thumbnails, imgData, listings: one entry per user
+    UNLESS_FULL_RDEF = "unless-full-rdef"  # renders: shared only with a full `c` (windows+colours) and `m`
+    NEVER = "never"  # raw-pixel or structural JSON: shared by everyone who may read the object
+
+
+class Upstream(str, Enum):
+    WEB = "web"
+    MS = "ms"  # omero-ms-image-region when configured, else OMERO.web
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    pattern: str  # regex over the path, named groups; ids are [0-9]+
+    kind: Kind
+    ttl: str  # Settings attribute suffix: thumbnail | render | json | api
+    personal: Personal
+    upstream: Upstream = Upstream.WEB
+    objects: tuple[tuple[str, str], ...] = ()  # (group, object type): what the URL concerns
+    canonical: str = ""  # path template equivalent URLs fold into; {default_size} is the thumb size
+    defaults: tuple[tuple[str, str], ...] = ()  # group defaults applied before formatting `canonical`
+    thumb_size_group: str = ""  # the group holding a thumbnail's longest side (for batch entries)
+    absolute_urls: bool = False  # JSON holds links built from Host: the host is part of the key
+    item: str = ""  # BATCH only: the route whose entries hold the batch's per-image thumbnails
+    regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(self.pattern))
+
+
+IMG = (("iid", "image"),)
+GW = "/webgateway"
+WC = "/webclient"
+_ID = r"(?P<{}>[0-9]+)"
+
+
+def _thumb_routes(prefix: str, tag: str) -> list[Route]:
+    """render_thumbnail / birds-eye / get_thumbnail(s) on one URL prefix; all fold into one thumbnail key."""
+    thumb = f"{prefix}/render_thumbnail/{{iid}}/{{w}}/"
+    return [
+        Route(f"{tag}.render_thumbnail", rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+              Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=thumb,
+              defaults=(("w", "{default_size}"),), thumb_size_group="w"),
+        Route(f"{tag}.render_thumbnail_box",
+              rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/{_ID.format('w')}/{_ID.format('h')}/$",
+              Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
+              canonical=f"{prefix}/render_thumbnail/{{iid}}/{{w}}/{{h}}/"),
+        Route(f"{tag}.get_thumbnails", rf"^{prefix}/get_thumbnails/(?:{_ID.format('w')}/)?$",
+              Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{prefix}/get_thumbnails/{{w}}/",
+              defaults=(("w", "{default_size}"),), thumb_size_group="w", item=f"{tag}.render_thumbnail"),
+    ]
+
+
+ROUTES: tuple[Route, ...] = (
+    # --- webgateway thumbnails (omero-web-api.md §1) ---
+    *_thumb_routes(GW, "gw"),
+    Route("gw.render_birds_eye_view", rf"^{GW}/render_birds_eye_view/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
+          canonical=f"{GW}/render_thumbnail/{{iid}}/{{w}}/", defaults=(("w", "{default_size}"),)),
+    Route("gw.get_thumbnail",
+          rf"^{GW}/get_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/(?:{_ID.format('h')}/)?)?$",
+          Kind.JSON, "thumbnail", Personal.ALWAYS, objects=IMG,
+          canonical=f"{GW}/get_thumbnail/{{iid}}/{{w}}/{{h}}/", defaults=(("w", "{default_size}"), ("h", "-"))),
+    Route("gw.render_roi_thumbnail", rf"^{GW}/render_roi_thumbnail/{_ID.format('roi')}/?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=(("roi", "roi"),),
+          canonical=f"{GW}/render_roi_thumbnail/{{roi}}/"),
+    Route("gw.render_shape_thumbnail", rf"^{GW}/render_shape_thumbnail/{_ID.format('shape')}/?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=(("shape", "shape"),),
+          canonical=f"{GW}/render_shape_thumbnail/{{shape}}/"),
+    # --- webgateway renders ---
+    Route("gw.render_image_zt", rf"^{GW}/render_image/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("gw.render_image",
+          rf"^{GW}/render_image/{_ID.format('iid')}/(?:{_ID.format('z')}/(?:{_ID.format('t')}/)?)?$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, objects=IMG),
+    Route("gw.render_image_region",
+          rf"^{GW}/render_image_region/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("gw.render_image_rdef",
+          rf"^{GW}/render_image_rdef/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("gw.render_image_region_rdef",
+          rf"^{GW}/render_image_region_rdef/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("gw.render_split_channel",
+          rf"^{GW}/render_split_channel/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, objects=IMG),
+    Route("gw.render_shape_mask", rf"^{GW}/render_shape_mask/{_ID.format('shape')}/$",
+          Kind.IMAGE, "render", Personal.NEVER, Upstream.MS, objects=(("shape", "shape"),)),
+    # --- webgateway JSON ---
+    Route("gw.histogram_json", rf"^{GW}/histogram_json/{_ID.format('iid')}/channel/{_ID.format('c')}/$",
+          Kind.JSON, "json", Personal.NEVER, Upstream.MS, objects=IMG),
+    Route("gw.imgData", rf"^{GW}/imgData/{_ID.format('iid')}/(?:(?P<key>[A-Za-z0-9_.]+)/)?$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
+    Route("gw.plate", rf"^{GW}/plate/{_ID.format('plate')}/(?:{_ID.format('field')}/(?:{_ID.format('acq')}/)?)?$",
+          Kind.JSON, "json", Personal.NEVER, objects=(("plate", "plate"), ("acq", "plateacquisition")),
+          canonical=f"{GW}/plate/{{plate}}/{{field}}/{{acq}}/", defaults=(("field", "0"), ("acq", "-"))),
+    Route("gw.well_children", rf"^{GW}/well/{_ID.format('well')}/children/$",
+          Kind.JSON, "json", Personal.NEVER, objects=(("well", "well"),)),
+    Route("gw.wellData", rf"^{GW}/wellData/{_ID.format('well')}/$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("well", "well"),)),
+    Route("gw.proj_list", rf"^{GW}/proj/list/$", Kind.JSON, "json", Personal.ALWAYS),
+    Route("gw.proj", rf"^{GW}/proj/{_ID.format('project')}/(?:detail|children)/$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("project", "project"),)),
+    Route("gw.dataset", rf"^{GW}/dataset/{_ID.format('dataset')}/(?:detail|children)/$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("dataset", "dataset"),)),
+    # --- webclient mirrors (placeholders are never stored: see entry.body_matches_type) ---
+    Route("wc.render_thumbnail", rf"^{WC}/render_thumbnail/{_ID.format('iid')}/$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
+          canonical=f"{WC}/render_thumbnail/size/{{w}}/{{iid}}/", defaults=(("w", "{default_size}"),),
+          thumb_size_group="w"),
+    Route("wc.render_thumbnail_size", rf"^{WC}/render_thumbnail/size/{_ID.format('w')}/{_ID.format('iid')}/$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
+          canonical=f"{WC}/render_thumbnail/size/{{w}}/{{iid}}/", thumb_size_group="w"),
+    Route("wc.get_thumbnails", rf"^{WC}/get_thumbnails/(?:{_ID.format('w')}/)?$",
+          Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{WC}/get_thumbnails/{{w}}/",
+          defaults=(("w", "{default_size}"),), thumb_size_group="w", item="wc.render_thumbnail_size"),
+    Route("wc.render_image",
+          rf"^{WC}/render_image/{_ID.format('iid')}/(?:{_ID.format('z')}/(?:{_ID.format('t')}/)?)?$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, objects=IMG),
+    Route("wc.render_image_region",
+          rf"^{WC}/render_image_region/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("wc.imgData", rf"^{WC}/imgData/{_ID.format('iid')}/(?:(?P<key>[A-Za-z0-9_.]+)/)?$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
+    # --- omero-ms-image-region only (omero-web-api.md §5) ---
+    Route("ms.render_thumbnail_ngff",
+          rf"^/(?:webgateway|webclient)/render_thumbnail_ngff/{_ID.format('iid')}/?(?:{_ID.format('w')}/?)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
+          canonical="/ms/render_thumbnail_ngff/{iid}/{w}/", defaults=(("w", "96"),)),
+    Route("ms.render_thumbnail_ngff_size",
+          rf"^/webclient/render_thumbnail_ngff/size/{_ID.format('w')}/{_ID.format('iid')}/?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
+          canonical="/ms/render_thumbnail_ngff/{iid}/{w}/"),
+    Route("ms.render_birds_eye_view_ngff",
+          rf"^/(?:webgateway|webclient)/render_birds_eye_view_ngff/{_ID.format('iid')}/?(?:{_ID.format('w')}/?)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
+          canonical="/ms/render_birds_eye_view_ngff/{iid}/{w}/", defaults=(("w", "96"),)),
+    Route("ms.get_thumbnails_ngff", rf"^/(?:webgateway|webclient)/get_thumbnails_ngff/?(?:{_ID.format('w')}/?)?$",
+          Kind.JSON, "thumbnail", Personal.ALWAYS, Upstream.MS,
+          canonical="/ms/get_thumbnails_ngff/{w}/", defaults=(("w", "96"),)),
+    # --- JSON API v0 (omero-web-api.md §2) ---
+    Route("api.root", r"^/api/$", Kind.JSON, "api", Personal.NEVER, absolute_urls=True),
+    Route("api.v0", r"^/api/v0/$", Kind.JSON, "api", Personal.NEVER, absolute_urls=True),
+)
+
+API_TYPES = {
+    "screens": "screen", "plates": "plate", "plateacquisitions": "plateacquisition", "wells": "well",
+    "projects": "project", "datasets": "dataset", "images": "image", "rois": "roi", "shapes": "shape",
+}
+API_CHILDREN = ("plates", "wells", "plateacquisitions", "screens", "datasets", "images", "projects", "rois")
+
+
+def _api_routes() -> tuple[Route, ...]:
+    routes = []
+    for plural, obj in API_TYPES.items():
+        base = rf"^/api/v0/m/{plural}/"
+        routes += [
+            Route(f"api.{plural}", base + "$", Kind.JSON, "api", Personal.ALWAYS, absolute_urls=True),
+            Route(f"api.{plural}.one", base + _ID.format("id") + "/$", Kind.JSON, "api", Personal.ALWAYS,
+                  objects=(("id", obj),), absolute_urls=True),
+            Route(f"api.{plural}.children", base + _ID.format("id") + f"/(?:{'|'.join(API_CHILDREN)})/$",
+                  Kind.JSON, "api", Personal.ALWAYS, objects=(("id", obj),), absolute_urls=True),
+        ]
+        if plural in ("plates", "plateacquisitions"):
+            routes.append(Route(f"api.{plural}.wellsampleindex",
+                                base + _ID.format("id") + r"/wellsampleindex/[0-9]+/wells/$",
+                                Kind.JSON, "api", Personal.ALWAYS, objects=(("id", obj),), absolute_urls=True))
+    return tuple(routes)
+
+
+ROUTES = ROUTES + _api_routes()
+BY_NAME = {route.name: route for route in ROUTES}
+
+# Parameters that carry credentials: such requests are proxied, never cached, never logged with values.
+CREDENTIAL_PARAMS = frozenset({"bsession", "username", "password"})
+# Pure cache-busters (jQuery `cache:false`, iviewer Net.js).
+CACHE_BUSTERS = frozenset({"_"})
+
+
+def _heads(route: Route) -> list[str]:
+    """The literal "/a/b" path heads a route can match (its first two segments)."""
+    body = route.pattern.lstrip("^")
+    alternatives = ["webgateway", "webclient"] if body.startswith("/(?:webgateway|webclient)") else [None]
+    heads = []
+    for alt in alternatives:
+        text = body.replace("(?:webgateway|webclient)", alt) if alt else body
+        literal = re.split(r"[(\[?$\\]", text, maxsplit=1)[0]
+        heads.append("/".join(literal.split("/")[:3]))
+    return heads
+
+
+def _index(routes: tuple[Route, ...]) -> dict[str, tuple[Route, ...]]:
+    """Routes by their first two path segments, so a lookup tries a handful of regexes, not all."""
+    out: dict[str, list[Route]] = {}
+    for route in routes:
+        for head in _heads(route):
+            out.setdefault(head, []).append(route)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+_BY_PREFIX = _index(ROUTES)
+
+
+def match(path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route a path belongs to and its groups, or None (proxy untouched)."""
+    parts = path.split("/", 3)
+    if len(parts) < 3:
+        return None
+    for route in _BY_PREFIX.get(f"/{parts[1]}/{parts[2]}", ()):
+        m = route.regex.match(path)
+        if m:
+            return route, {k: v for k, v in m.groupdict().items() if v is not None}
+    return None
+
+
+def cacheable_regex() -> str:
+    """One regex for every cacheable path (for nginx `location ~`)."""
+    return "|".join(f"(?:{r.pattern.lstrip('^').rstrip('$')})" for r in ROUTES).join(("^(?:", ")$"))

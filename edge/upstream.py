@@ -1,0 +1,146 @@
+"""Upstream pools: one httpx client per upstream, several URLs, and the guards that protect OMERO.
+
+- a concurrency cap per upstream, so a cold 384-well plate queues at the edge, not in OMERO.web;
+- connect/read timeouts; idempotent GETs retried on connect errors with backoff, on the next URL;
+- passive health: a URL that refused a connection rests for a while;
+- a circuit breaker: after N consecutive failures the upstream is failed fast until a trial succeeds.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .settings import Settings
+
+log = logging.getLogger("edge.upstream")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length", "http2-settings",
+})
+
+
+class UpstreamError(Exception):
+    """The upstream could not answer: `status` is what the client gets (502 or 504)."""
+
+    def __init__(self, upstream: str, status: int, reason: str) -> None:
+        super().__init__(f"upstream {upstream} {reason}")
+        self.upstream = upstream
+        self.status = status
+        self.reason = reason
+
+    def body(self) -> bytes:
+        return f"omero-edge: upstream {self.upstream} {self.reason}\n".encode()
+
+
+@dataclass
+class _Target:
+    url: str
+    resting_until: float = 0.0
+
+
+class Breaker:
+    """Closed → open after `threshold` consecutive failures → half-open after `reset` seconds."""
+
+    def __init__(self, threshold: int, reset: float) -> None:
+        self.threshold = threshold
+        self.reset = reset
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if time.monotonic() - self.opened_at >= self.reset else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+        self._trial = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        self._trial = False
+        if self.threshold and self.failures >= self.threshold:
+            if self.opened_at is None:
+                log.warning("circuit breaker open after %d failures", self.failures)
+            self.opened_at = time.monotonic()
+
+
+class Upstream:
+    def __init__(self, name: str, urls: list[str], settings: Settings) -> None:
+        self.name = name
+        self.targets = [_Target(u.rstrip("/")) for u in urls]
+        self._cycle = itertools.cycle(range(len(self.targets)))
+        self.limit = asyncio.Semaphore(settings.upstream_concurrency)
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset)
+        self.retries = settings.retries
+        http2 = settings.upstream_http2 == "on" or (
+            settings.upstream_http2 == "auto" and all(u.startswith("https://") for u in urls))
+        prior_knowledge = settings.upstream_http2 == "on" and not any(u.startswith("https://") for u in urls)
+        self.client = httpx.AsyncClient(
+            http1=not prior_knowledge, http2=http2,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=settings.upstream_concurrency * 2,
+                                max_keepalive_connections=settings.upstream_concurrency * 2),
+            follow_redirects=False, trust_env=False)
+
+    def _pick(self) -> _Target:
+        now = time.monotonic()
+        for _ in range(len(self.targets)):
+            target = self.targets[next(self._cycle)]
+            if target.resting_until <= now:
+                return target
+        return min(self.targets, key=lambda t: t.resting_until)
+
+    async def request(self, method: str, path_qs: str, headers: list[tuple[str, str]],
+                      content=None, *, stream: bool = False) -> httpx.Response:
+        """One request, with the guards. Raises UpstreamError (502/504) when it cannot be answered."""
+        if not self.breaker.allow():
+            raise UpstreamError(self.name, 502, "unavailable (circuit open)")
+        idempotent = method in ("GET", "HEAD") and content is None
+        attempts = 1 + (self.retries if idempotent else 0)
+        async with self.limit:
+            for attempt in range(attempts):
+                target = self._pick()
+                req = self.client.build_request(method, target.url + path_qs, headers=headers, content=content)
+                try:
+                    resp = await self.client.send(req, stream=stream)
+                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                    target.resting_until = time.monotonic() + 2.0
+                    if attempt + 1 < attempts:
+                        await asyncio.sleep(0.05 * 2 ** attempt)
+                        continue
+                    self.breaker.failure()
+                    raise UpstreamError(self.name, 502, f"unreachable ({type(exc).__name__})") from None
+                except httpx.TimeoutException:
+                    self.breaker.failure()
+                    raise UpstreamError(self.name, 504, "timed out") from None
+                except httpx.HTTPError as exc:
+                    self.breaker.failure()
+                    raise UpstreamError(self.name, 502, f"failed ({type(exc).__name__})") from None
+                if resp.status_code >= 500:
+                    self.breaker.failure()
+                else:
+                    self.breaker.success()
+                return resp
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self.client.aclose()
