@@ -239,5 +239,6 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
 
 
 def cacheable_regex() -> str:
-    """One regex for every cacheable path (for nginx `location ~`)."""
-    return "|".join(f"(?:{r.pattern.lstrip('^').rstrip('$')})" for r in ROUTES).join(("^(?:", ")$"))
+    """One regex for every cacheable path (for nginx `location ~`), without group names."""
+    bodies = (re.sub(r"\(\?P<[a-z_]+>", "(", r.pattern.lstrip("^").rstrip("$")) for r in ROUTES)
+    return "^(?:" + "|".join(f"(?:{body})" for body in bodies) + ")$"

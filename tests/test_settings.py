@@ -1,0 +1,46 @@
+"""Settings: TOML < EDGE_* < options, and a one-line error naming a bad setting."""
+import subprocess
+
+import pytest
+
+from edge.settings import ConfigError, Settings
+from tests.procs import script
+
+
+def test_layers(tmp_path):
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[edge]\nworkers = 3\nttl_api = 5\nbackend = ["http://a:1", "http://b:2"]\n')
+    s = Settings.load(str(cfg), env={"EDGE_TTL_API": "7"}, workers=4)
+    assert (s.workers, s.ttl_api, s.backend) == (4, 7, ["http://a:1", "http://b:2"])
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"EDGE_WORKERS": "many"}, "workers"),
+    ({"EDGE_ACCESS": "everyone"}, "access"),
+    ({"EDGE_BACKEND": "ftp://x"}, "backend"),
+    ({"EDGE_BIND": "nope"}, "bind"),
+    ({"EDGE_ACCESS": "verified"}, "session_redis_url"),
+    ({"EDGE_REDIS_URL": "http://x"}, "redis_url"),
+])
+def test_bad_values_name_the_setting(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Settings.load(env=env)
+
+
+def test_bad_toml_and_unknown_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("workers = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Settings.load(str(bad), env={})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("wrokers = 2")
+    with pytest.raises(ConfigError, match="wrokers"):
+        Settings.load(str(unknown), env={})
+
+
+def test_cli_reports_one_line(tmp_path):
+    out = subprocess.run([script("edge"), "serve", "--backend", "not-a-url"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "backend" in out.stderr
+    assert "Traceback" not in out.stderr
