@@ -424,9 +424,12 @@ class Edge:
                       max_age: int | None = None) -> None:
         now = time.time()
         headers = list(entry.headers)
-        if entry.status == 200 and entry.etag:
+        if entry.status == 200 and (status != "MISS" or entry.stored_ok or max_age is not None):
             scope = "public" if entry.public and req.requester.audience == PUBLIC else "private"
-            headers.append((b"cache-control", f"{scope}, max-age={entry.max_age(now) if max_age is None else max_age}".encode()))
+            age = entry.max_age(now) if max_age is None else max_age
+            headers.append((b"cache-control", f"{scope}, max-age={age}".encode()))
+        else:
+            headers.append((b"cache-control", b"no-cache"))  # not final (placeholder, error): always ask again
         headers += [(b"x-edge-cache", status.encode()), (b"x-edge-tier", tier.encode())]
         inm = req.headers.get(b"if-none-match")
         if inm and entry.status == 200 and entry.etag.encode() in _etags(inm):

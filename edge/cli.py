@@ -157,9 +157,19 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _load(args)
+    if args.markdown:
+        print(markdown_table(Settings()))
+        return 0
     for name, value, doc in settings.doc_rows():
         print(f"{name:24} {value:32} {doc}")
     return 0
+
+
+def markdown_table(settings: Settings) -> str:
+    """The README's settings table (a test keeps the README equal to it)."""
+    rows = ["| setting (`EDGE_…` variable) | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` (`EDGE_{name.upper()}`) | `{value}` | {doc} |" for name, value, doc in settings.doc_rows()]
+    return "\n".join(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print every setting with its value and meaning")
     _settings_options(p)
+    p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
     p.set_defaults(func=cmd_config)
     return parser
 

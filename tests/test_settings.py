@@ -44,3 +44,12 @@ def test_cli_reports_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "backend" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from edge.cli import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table(Settings()) in readme, "README settings table is stale: run `edge config --markdown`"
