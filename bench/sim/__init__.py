@@ -1,0 +1,1 @@
+"""The simulated OMERO.web + omero-ms-image-region backend (`bench sim`)."""

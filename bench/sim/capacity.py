@@ -1,0 +1,50 @@
+"""The backend's capacity: N workers (others queue, like a WSGI pool) and a cost per kind of work.
+
+Work runs inside a worker slot and the slot is held until the endpoint's cost (scaled by
+`--speed`) has elapsed, counting the real CPU time spent; speed 0 adds no latency.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+COSTS_MS = {
+    "thumbnail_cached": 15.0,   # default size: OMERO.server's on-disk thumbnail
+    "thumbnail": 60.0,          # any other size or plane: rendered ("direct")
+    "batch": 15.0,              # get_thumbnails, plus batch_per_id for each id
+    "batch_per_id": 3.0,
+    "region": 80.0,
+    "image": 120.0,
+    "imgdata": 20.0,
+    "grid": 50.0,
+    "histogram": 20.0,
+    "shape_mask": 10.0,
+    "well_children": 20.0,
+    "api_page": 30.0,
+    "api_object": 5.0,
+    "save_rdef": 20.0,
+    "login": 10.0,
+}
+
+
+class Pool:
+    def __init__(self, workers: int, speed: float) -> None:
+        self.workers = workers
+        self.speed = speed
+        self._slots = asyncio.Semaphore(workers)
+        self.busy = 0
+
+    @asynccontextmanager
+    async def work(self, cost_ms: float) -> AsyncIterator[None]:
+        async with self._slots:
+            self.busy += 1
+            start = time.monotonic()
+            try:
+                yield
+                remaining = cost_ms * self.speed / 1000 - (time.monotonic() - start)
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+            finally:
+                self.busy -= 1

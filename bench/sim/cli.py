@@ -1,0 +1,55 @@
+"""`bench sim`: run the simulated OMERO.web (+ omero-ms-image-region) backend."""
+from __future__ import annotations
+
+import argparse
+
+from bench.sim.config import SimConfig
+from bench.sim.presets import PRESETS
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run the simulated OMERO backend",
+                       description="A Starlette app speaking OMERO.web's URL API (webgateway, webclient, JSON API v0) "
+                                   "with sessions, a public user, private groups, per-user rendering settings and a "
+                                   "latency/capacity model; optionally omero-ms-image-region on a second port. "
+                                   "Control and discovery routes: /_sim/info, /_sim/stats, /_sim/reset, /_sim/faults.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=4080, help="OMERO.web port (webgateway, webclient, api, plate page)")
+    p.add_argument("--ms-port", type=int, default=None,
+                   help="also serve the omero-ms-image-region routes on this port (same state, stats as ms:<name>)")
+    p.add_argument("--scale", choices=sorted(PRESETS), default="small",
+                   help="data set: small (every test case, a few thousand images) or idr (230k images, 331 plates)")
+    p.add_argument("--workers", type=_positive, default=4,
+                   help="concurrent backend renders; further requests queue, like a WSGI worker pool")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="multiplier on per-endpoint costs (thumbnail 15/60 ms, tile 80 ms, ...); 0 adds no latency")
+    p.add_argument("--redis", dest="redis_url", default=None, metavar="URL",
+                   help="store Django sessions in Redis as django-redis does (and read them back from it)")
+    p.add_argument("--no-public", dest="public", action="store_false",
+                   help="disable the public user: anonymous requests get 302 to login / 403")
+    p.add_argument("--session-cookie", default="sessionid",
+                   help="Django session cookie name (omero.web.session_cookie_name; IDR uses sessionid_idr)")
+    p.add_argument("--cookie-age", type=_positive, default=86400, help="session lifetime in seconds (Redis TTL)")
+    p.add_argument("--thumb-size", type=_positive, default=96,
+                   help="default thumbnail longest side (omero.client.browser.thumb_default_size)")
+    p.add_argument("--server", choices=("granian", "hypercorn"), default="granian",
+                   help="HTTP server; both speak HTTP/1.1 and h2c with prior knowledge")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.sim.server import run as serve
+
+    config = SimConfig(host=args.host, port=args.port, ms_port=args.ms_port, scale=args.scale, workers=args.workers,
+                       speed=args.speed, redis_url=args.redis_url, public=args.public,
+                       session_cookie=args.session_cookie, cookie_age=args.cookie_age, thumb_size=args.thumb_size,
+                       server=args.server)
+    return serve(config)

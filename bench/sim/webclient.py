@@ -1,0 +1,93 @@
+"""`/webclient/`: the thumbnail/render mirrors (placeholders instead of 404), login and logout."""
+from __future__ import annotations
+
+import html
+from urllib.parse import urlsplit
+
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from bench.sim import imageviews as iv
+from bench.sim import webgateway as gw
+from bench.sim.http import AUTH_NONE, AUTH_WEB, Ctx, Endpoint, error
+from bench.sim.sessions import csrf_ok, new_csrf_token
+
+WC = "/webclient"
+IID = gw.IID
+LOGIN_FAILED = "Connection not available, please check your user name and password."
+
+
+async def render_thumbnail(ctx: Ctx) -> Response:
+    w = ctx.request.path_params.get("w")
+    return await iv.thumbnail(ctx, ctx.path_int("iid"), int(w) if w else None, None, placeholder=True)
+
+
+async def get_thumbnails(ctx: Ctx) -> Response:
+    w = ctx.request.path_params.get("w")
+    return await iv.thumbnail_batch(ctx, int(w) if w else None, placeholder=True)
+
+
+async def index(ctx: Ctx) -> Response:
+    return HTMLResponse(f"<html><body><h1>OMERO.webclient (sim)</h1><p>Logged in as "
+                        f"{html.escape(ctx.user.name)}</p></body></html>")
+
+
+def _login_page(token: str, url: str, message: str = "") -> HTMLResponse:
+    note = f'<p class="error">{html.escape(message)}</p>' if message else ""
+    body = (f"<html><body><h1>OMERO.web login</h1>{note}"
+            f'<form method="post" action="/webclient/login/?url={html.escape(url)}">'
+            f'<input type="hidden" name="csrfmiddlewaretoken" value="{token}">'
+            '<input name="username"><input name="password" type="password">'
+            '<input type="hidden" name="server" value="1"><button type="submit">Login</button>'
+            "</form></body></html>")
+    response = HTMLResponse(body, status_code=200)
+    response.set_cookie("csrftoken", token, path="/", samesite="lax")
+    return response
+
+
+def _safe_next(url: str | None) -> str:
+    """Only same-site relative redirects, as Django's url_has_allowed_host_and_scheme."""
+    parts = urlsplit(url or "")
+    return url if url and not parts.scheme and not parts.netloc and url.startswith("/") else f"{WC}/"
+
+
+async def login(ctx: Ctx) -> Response:
+    url = ctx.q.get("url", "")
+    token = ctx.request.cookies.get("csrftoken") or new_csrf_token()
+    if ctx.request.method != "POST":
+        return _login_page(token, url)
+    form = await ctx.request.form()
+    if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
+        raise error(403, "CSRF verification failed. Request aborted.", "text/html")
+    async with ctx.work("login", renders=0):
+        user = ctx.sim.sessions.authenticate(form.get("username"), form.get("password"))
+    if user is None or form.get("server", "1") != "1":
+        return _login_page(token, url, LOGIN_FAILED)
+    ident = await ctx.sim.sessions.create(user)
+    response = RedirectResponse(_safe_next(url), status_code=302)
+    response.set_cookie(ctx.sim.config.session_cookie, ident.cookie, path="/", httponly=True, samesite="lax")
+    return response
+
+
+async def logout(ctx: Ctx) -> Response:
+    if ctx.request.method == "POST":
+        form = await ctx.request.form()
+        if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
+            raise error(403, "CSRF verification failed. Request aborted.", "text/html")
+    await ctx.sim.sessions.logout(ctx.ident)
+    response = RedirectResponse(f"{WC}/login/", status_code=302)
+    response.delete_cookie(ctx.sim.config.session_cookie, path="/")
+    return response
+
+
+ENDPOINTS = [
+    Endpoint("webclient:render_thumbnail", (f"{WC}/render_thumbnail/{IID}/", f"{WC}/render_thumbnail/size/{{w:int}}/{IID}/"),
+             render_thumbnail),
+    Endpoint("webclient:get_thumbnails", (f"{WC}/get_thumbnails/", f"{WC}/get_thumbnails/{{w:int}}/"), get_thumbnails),
+    Endpoint("webclient:render_image", gw.planes(f"{WC}/render_image"), gw.render_image),
+    Endpoint("webclient:render_image_region", (f"{WC}/render_image_region/{IID}/{{z:int}}/{{t:int}}/",),
+             gw.render_image_region),
+    Endpoint("webclient:imgData", (f"{WC}/imgData/{IID}/", f"{WC}/imgData/{IID}/{{key}}/"), gw.img_data),
+    Endpoint("webclient:index", (f"{WC}/",), index),
+    Endpoint("webclient:login", (f"{WC}/login/",), login, AUTH_NONE, ("GET", "POST")),
+    Endpoint("webclient:logout", (f"{WC}/logout/",), logout, AUTH_WEB, ("GET", "POST")),
+]
