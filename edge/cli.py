@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
+from . import nginxconf
 from .settings import ConfigError, Settings
 
 EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
     p.set_defaults(func=cmd_config)
+
+    nginxconf.add_parser(sub)
     return parser
 
 
