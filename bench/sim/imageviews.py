@@ -177,7 +177,7 @@ async def render(ctx: Ctx, image_id: int, z: int | None, t: int | None, whole: b
     image = readable_image(ctx, image_id, public_403)
     px = image.pixels
     if explicit:
-        require_explicit(ctx.q, px.size_c)
+        require_explicit(ctx.q)
     rdef = ctx.sim.rdefs.for_user(image, ctx.user.id)
     spec = resolve(rdef, ctx.q, image, formats)
     z, t = _plane_index(ctx, px, rdef.default_z if z is None else z, rdef.default_t if t is None else t)

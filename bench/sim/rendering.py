@@ -127,15 +127,14 @@ class ChannelEntry:
     color: str | None
 
 
-def parse_c(value: str, size_c: int) -> tuple[ChannelEntry, ...]:
+def parse_c(value: str) -> tuple[ChannelEntry, ...]:
+    """`[-]idx[|start:end][$RRGGBB]` entries; indices beyond the image's channels are ignored later."""
     entries = []
     for part in value.split(","):
         m = _C_ENTRY.match(part.strip())
         if not m:
             raise BadParam(f"invalid channel entry {part!r}")
         idx = int(m.group(2)) - 1
-        if not 0 <= idx < size_c:
-            raise BadParam(f"channel index {idx + 1} out of range")
         window = (float(m.group(3)), float(m.group(4))) if m.group(3) is not None else None
         entries.append(ChannelEntry(idx, m.group(1) is None, window, _color(m.group(5))))
     return tuple(entries)
@@ -148,11 +147,11 @@ def _color(value: str | None) -> str | None:
     return f"{sum(value.encode()) * 2654435761 % 0xFFFFFF:06X}"
 
 
-def is_explicit(params: Mapping[str, str], size_c: int) -> bool:
+def is_explicit(params: Mapping[str, str]) -> bool:
     """Full `c` (window and colour on every entry) and `m` in g|c: the rdef no longer matters."""
     if params.get("m") not in ("g", "c") or not params.get("c"):
         return False
-    entries = parse_c(params["c"], size_c)
+    entries = parse_c(params["c"])
     return all(e.window is not None and e.color is not None for e in entries)
 
 
@@ -197,13 +196,15 @@ def _projection(value: str | None, size_z: int) -> tuple[str, int, int]:
 
 def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[str, ...] = ()) -> RenderSpec:
     """Merge URL params over an rdef; raises BadParam for input OMERO answers with 400."""
-    size_c = image.pixels.size_c
     channels = list(rdef.channels)
-    if params.get("c"):
-        entries = parse_c(params["c"], size_c)
+    entries = parse_c(params["c"]) if params.get("c") else ()
+    maps = _maps(params.get("maps"), len(entries))
+    if entries:
         listed = {e.index for e in entries}
         channels = [replace(ch, active=False) if i not in listed else ch for i, ch in enumerate(channels)]
-        for e, m in zip(entries, _maps(params.get("maps"), len(entries))):
+        for e, m in zip(entries, maps):
+            if not 0 <= e.index < len(channels):
+                continue
             ch = channels[e.index]
             ch = replace(ch, active=e.active, color=e.color or ch.color)
             if e.window:
@@ -222,7 +223,7 @@ def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[
                       params.get("ia") == "1", quality, "".join(sorted(set(flip) & {"h", "v"})), fmt)
 
 
-def require_explicit(params: Mapping[str, str], size_c: int) -> None:
+def require_explicit(params: Mapping[str, str]) -> None:
     """The `_rdef` views and the microservice: `c` with windows and colours and `m` are mandatory."""
-    if not is_explicit(params, size_c):
+    if not is_explicit(params):
         raise BadParam("c (with a window and colour for every channel) and m (g|c) are required")

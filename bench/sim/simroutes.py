@@ -54,7 +54,7 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         "public_enabled": cfg.public,
         "thumb_size": cfg.thumb_size,
         "ports": {"web": cfg.port, "ms": cfg.ms_port},
-        "users": [{"id": u.id, "name": u.name, "password": u.password, "public": u.public,
+        "users": [{"id": u.id, "username": u.name, "password": u.password, "public": u.public,
                    "groups": [cat.groups[g].name for g in u.groups]} for u in cat.users.values()],
         "groups": [{"id": g.id, "name": g.name, "perm": g.perm} for g in cat.groups.values()],
         "screens": [{**_owned(cat, s), "plates": list(s.plate_ids)} for s in cat.screens.values()],
