@@ -144,7 +144,9 @@ class Edge:
         if entry is not None and entry.is_fresh(now):
             self.metrics.hits.labels(tier).inc()
             return await (self.warm_answer(send, "HIT", entry, tier) if warm else self.respond(req, send, entry, "HIT", tier))
-        if entry is not None and now < entry.stale_until and now < entry.fresh_until + self.settings.stale_while_revalidate:
+        # Warm mode never answers stale: it fills, so the warmer learns whether the entry is fresh now.
+        if (entry is not None and not warm and now < entry.stale_until
+                and now < entry.fresh_until + self.settings.stale_while_revalidate):
             self.metrics.stale.inc()
             self._refresh_in_background(req, key, d)
             return await self.respond(req, send, entry, "STALE", tier)
@@ -152,13 +154,13 @@ class Edge:
         try:
             fresh, coalesced = await self.flights.run(d, key, lambda: self.fill(req, key, d))
         except (UpstreamError, FillTimeout) as exc:
-            if entry is not None and now < entry.stale_until:
+            if entry is not None and now < entry.stale_until and not warm:
                 self.metrics.stale.inc()
                 return await self.respond(req, send, entry, "STALE", tier)
             return await self.respond_error(req, send, exc)
         if coalesced:
             self.metrics.coalesced.inc()
-        if fresh.status >= 500 and entry is not None and now < entry.stale_until:
+        if fresh.status >= 500 and entry is not None and now < entry.stale_until and not warm:
             self.metrics.stale.inc()
             return await self.respond(req, send, entry, "STALE", tier)
         if warm:
@@ -305,7 +307,9 @@ class Edge:
                     tier_used.add("redis")
             missing = [m for m in missing if m[0] not in found]
         now = time.time()
-        fresh_found = {i: e for i, e in found.items() if e.is_fresh(now)}
+        warm = self._warm_mode(req.headers)
+        refresh_before = warm[1] if warm else 0.0
+        fresh_found = {i: e for i, e in found.items() if e.is_fresh(now) and e.stored >= refresh_before}
         allowed = await self.access.allowed_many(req.requester, [f"image:{i}" for i in fresh_found])
         if not allowed:
             return await self.respond(req, send, _FORBIDDEN, "BYPASS", "")
@@ -331,7 +335,7 @@ class Edge:
         body = json.dumps({str(i): results.get(i) for i in ids}, separators=(", ", ": ")).encode()
         entry = Entry.build("", 200, "application/json", body, ttl=0, stale=0, epoch=0, tags=(),
                             public=req.requester.audience == PUBLIC, now=now)
-        if self._warm_mode(req.headers):
+        if warm:
             return await self.warm_answer(send, status, entry, ",".join(sorted(tier_used)),
                                           {"ids": len(ids), "missing": len(missing)})
         await self.respond(req, send, entry, status, ",".join(sorted(tier_used)) if status == "HIT" else "",

@@ -1,0 +1,137 @@
+"""`--direct`: fill the shared Redis tier (L2) without an edge in the loop.
+
+For sites where routing millions of warm requests through a serving edge is unwelcome: the warmer
+fetches from OMERO.web itself and writes Redis with the edge's own code, so every edge node finds
+the entries on its next lookup. Keys come from `edge.keys`; entries are built and vetted by the
+edge's `make_entry` / `storable` / batch-splitting code (TTLs, tags, placeholder checks) with the
+edge's settings (`--config` or EDGE_* variables); the purge epoch comes from the edge's purge
+registry in the same Redis, so a purge issued during the run still wins.
+"""
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from edge.app import Edge, Request, _safe_url
+from edge.entry import Entry
+from edge.identity import Requester
+from edge.keys import PUBLIC, digest, key_text, parse_query, thumbnail_key
+from edge.purge import PurgeRegistry
+from edge.routes import Kind, match
+from edge.settings import Settings
+from edge.tiers import RedisTier
+
+from .model import FAIL, OK, SKIP, Fatal, Item, Outcome, Retryable
+
+_PUBLIC = Requester(PUBLIC)
+
+
+class DirectTarget:
+    def __init__(self, settings: Settings, redis_url: str, backend: str, *, jobs: int, host: str,
+                 refresh_before: float = 0.0, timeout: float = 120.0) -> None:
+        self.settings = settings
+        self.edge = Edge(settings)  # only its pure entry-building methods are used; it is never started
+        self.redis = RedisTier(redis_url, settings.redis_max_body)
+        self.registry = PurgeRegistry(None, redis_url)
+        self.host = settings.public_base_url or host
+        self.refresh_before = refresh_before
+        self.backend = backend.rstrip("/")
+        self.client = httpx.AsyncClient(base_url=self.backend, timeout=timeout, trust_env=False,
+                                        headers={"host": host, "user-agent": "omero-edge-warm"},
+                                        limits=httpx.Limits(max_connections=jobs + 2))
+
+    async def check(self) -> None:
+        if not await self.redis.ping():
+            raise Fatal(f"cannot reach Redis at {_safe_url(self.redis.url)}: {self.redis.last_error}")
+        try:
+            await self.client.get("/api/v0/")
+        except httpx.HTTPError as exc:
+            raise Fatal(f"cannot reach the backend at {self.backend}: {type(exc).__name__} {exc}".strip()) from None
+        await self.registry.start()
+
+    def _usable(self, entry: Entry | None) -> bool:
+        return (entry is not None and entry.is_fresh(time.time()) and entry.stored >= self.refresh_before
+                and self.registry.valid(entry.tags, entry.epoch))
+
+    def _request(self, path: str, query: str) -> Request:
+        route, groups = match(path) or (None, {})
+        if route is None:
+            raise LookupError(path)
+        return Request({}, route, groups, parse_query(query.encode()), _PUBLIC, {}, self.host)
+
+    async def _fetch(self, url: str) -> httpx.Response:
+        try:
+            resp = await self.client.get(url)
+        except httpx.TimeoutException:
+            raise Retryable(0, "backend timed out") from None
+        except httpx.HTTPError as exc:
+            raise Retryable(0, f"backend: {type(exc).__name__} {exc}".strip()) from None
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise Retryable(resp.status_code, f"backend answered {resp.status_code}")
+        return resp
+
+    async def _store(self, d: str, entry: Entry) -> None:
+        await self.redis.set(d, entry)
+        if not self.redis.up:
+            raise Retryable(0, f"Redis write failed: {self.redis.last_error}")
+
+    async def warm(self, item: Item) -> Outcome:
+        path, _, query = item.url.partition("?")
+        try:
+            req = self._request(path, query)
+        except LookupError:
+            return Outcome(FAIL, 0, "the edge does not cache this URL")
+        if req.route.kind is Kind.BATCH:
+            return await self._batch(req, item)
+        key = key_text(req.route, path, req.groups, req.params, audience=PUBLIC, host=self.host,
+                       default_size=self.settings.thumb_default_size)
+        d = digest(key)
+        if self._usable(await self.redis.get(d, key)):
+            return Outcome(SKIP, 200)
+        epoch, started = self.registry.epoch(), time.time()
+        resp = await self._fetch(item.url)
+        content_type = resp.headers.get("content-type", "")
+        extra = [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")]
+        entry = self.edge.make_entry(req, key, resp.status_code, content_type, resp.content, epoch, started, extra)
+        if resp.status_code != 200:
+            return Outcome(FAIL, resp.status_code, f"backend answered {resp.status_code}")
+        if not self.edge.storable(req.route, entry, content_type):
+            return Outcome(FAIL, 200, "answered but not storable (a placeholder?)")
+        if len(entry.body) > self.settings.redis_max_body:
+            return Outcome(FAIL, 200, f"{len(entry.body)} bytes: larger than the Redis tier's redis_max_body")
+        await self._store(d, entry)
+        return Outcome(OK, 200, "", len(entry.body), 1)
+
+    async def _batch(self, req: Request, item: Item) -> Outcome:
+        """Like the edge: look the per-image entries up in one MGET, fetch only the missing ids, store each."""
+        size = int(req.groups.get("w", self.settings.thumb_default_size))
+        keys = [thumbnail_key(req.route, i, size, audience=PUBLIC, default_size=self.settings.thumb_default_size)
+                for i in item.ids]
+        pairs = [(digest(k), k) for k in keys]
+        found = await self.redis.get_many(pairs)
+        missing = [(i, d, k) for i, (d, k), e in zip(item.ids, pairs, found) if not self._usable(e)]
+        if not missing:
+            return Outcome(SKIP, 200)
+        epoch, started = self.registry.epoch(), time.time()
+        resp = await self._fetch(urlsplit(item.url).path + "?" + "&".join(f"id={i}" for i, _, _ in missing))
+        if resp.status_code != 200:
+            return Outcome(FAIL, resp.status_code, f"backend answered {resp.status_code}")
+        try:
+            data = resp.json()
+        except ValueError:
+            raise Retryable(200, "backend sent an invalid batch") from None
+        stored = 0
+        for image_id, d, key in missing:
+            entry = self.edge._thumb_entry(req, key, image_id, data.get(str(image_id)), epoch, started)
+            if entry is not None:
+                await self._store(d, entry)
+                stored += len(entry.body)
+        return Outcome(OK, 200, "", stored, len(missing))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.redis.close()
+        await self.registry.close()
+

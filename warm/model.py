@@ -1,0 +1,86 @@
+"""The records that flow through a run: enumeration yields `Ref`s and details, the planner turns them
+into `Item`s (one URL each), a target answers each item with an `Outcome`.
+
+Both sources (API v0 and PostgreSQL) produce the same records, so planning, sharding, resume and
+the journal never depend on where the hierarchy came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Kinds of URL a run can warm (the journal and `--dry-run` count per kind).
+API, GRID, THUMB, IMGDATA, TILE = "api", "grid", "thumb", "imgdata", "tile"
+KINDS = (API, GRID, THUMB, IMGDATA, TILE)
+
+OK, SKIP, FAIL = "ok", "skip", "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """An object to warm, before its children are fetched.
+
+    kind: listing | screen | project | plate | dataset | orphans | images | tiles.
+    `count` is the number of entries in the object's own API listing (plates of a screen, datasets
+    of a project, rows of a site listing), known from the parent's walk; `ids` carries the image
+    ids of an `images` ref (from `--ids`) and of a `tiles` ref.
+    """
+
+    kind: str
+    id: int | str
+    count: int = 0
+    ids: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """Stable object name: the unit of sharding, of resume and of the journal's `object` column."""
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(slots=True)
+class PlateLayout:
+    """What the plate view needs: the image ids of every field in row-major order, and the runs."""
+
+    wells: int  # rows in the plate's wells listing
+    fields: list[list[int]]  # fields[f] = image ids of field f, row-major (the grid's order)
+    acquisitions: list[tuple[int, int]] = field(default_factory=list)  # (acquisition id, fields in it)
+
+
+@dataclass(slots=True)
+class ImageList:
+    """Images of a dataset or of the orphan set, in listing order; `total` counts before `--since`."""
+
+    ids: list[int]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One URL to warm. `url` is path?query exactly as requested (the journal key); `ids` are the
+    image ids of a `get_thumbnails` batch (direct mode stores one entry per id)."""
+
+    url: str
+    kind: str
+    obj: str
+    ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: str  # OK | SKIP | FAIL
+    status: int = 0  # HTTP status of the entry / backend answer (0: no answer)
+    reason: str = ""
+    bytes: int = 0
+    fetched: int = 0  # images or URLs the backend had to produce (renders on a batch)
+
+
+class Retryable(Exception):
+    """A transient failure (5xx, 429, timeout, connection): retried with backoff, then recorded."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Fatal(Exception):
+    """A configuration problem no retry fixes (wrong token, edge unreachable at start): stop the run."""

@@ -1,0 +1,195 @@
+"""From a scope to a stream of items: walk the containers, keep this shard's, skip what the journal
+has finished, fetch each object's children, plan its URLs.
+
+Two phases so progress has a denominator and shards never fetch what they do not own: first the
+containers (screens → plates, projects → datasets, orphans; a few listing pages even for IDR, held
+as small refs), then, one object at a time and only for this shard, the wells or images behind
+each, planned and queued as the runner drains the queue. Memory stays at one object's children.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .enumerate_api import ApiClient, SourceError
+from .journal import Journal
+from .model import API, FAIL, GRID, OK, SKIP, ImageList, Item, Outcome, PlateLayout, Ref
+from .plan import Planner
+from .progress import Counters
+from .shard import Shard
+
+IMAGES_PER_REF = 500  # `warm images`: ids are grouped into refs of this many (10 batches)
+
+
+class Source(Protocol):
+    async def children(self, kind: str, parent: int | None = None) -> tuple[list[int], int]: ...
+    async def plate(self, ref: Ref, need_runs: bool) -> PlateLayout | None: ...
+    async def images(self, ref: Ref) -> ImageList | None: ...
+
+
+async def walk(source: Source, scope: str, ids: list[int]) -> AsyncIterator[Ref]:
+    """Phase one: the containers of a scope (site, screen, project, plate, dataset, tiles)."""
+    seen: set[str] = set()
+
+    def fresh(ref: Ref) -> bool:
+        if ref.name in seen:
+            return False  # a plate in two screens, a dataset in two projects: warmed once
+        seen.add(ref.name)
+        return True
+
+    async def screen(sid: int) -> AsyncIterator[Ref]:
+        plates, n = await source.children("plates", sid)
+        yield Ref("screen", sid, n)
+        for pid in plates:
+            if fresh(ref := Ref("plate", pid)):
+                yield ref
+
+    async def project(pid: int | None) -> AsyncIterator[Ref]:
+        datasets, n = await source.children("datasets", pid)
+        yield Ref("project", pid, n) if pid is not None else Ref("listing", "orphaned-datasets", n)
+        for did in datasets:
+            if fresh(ref := Ref("dataset", did)):
+                yield ref
+
+    if scope == "site":
+        screens, n = await source.children("screens")
+        yield Ref("listing", "screens", n)
+        for sid in screens:
+            async for ref in screen(sid):
+                yield ref
+        projects, n = await source.children("projects")
+        yield Ref("listing", "projects", n)
+        for pid in projects + [None]:
+            async for ref in project(pid):
+                yield ref
+        yield Ref("orphans", "images")
+    elif scope == "screen":
+        for sid in ids:
+            async for ref in screen(sid):
+                yield ref
+    elif scope == "project":
+        for pid in ids:
+            async for ref in project(pid):
+                yield ref
+    else:  # plate, dataset, tiles: the objects themselves
+        for i in ids:
+            yield Ref(scope, i)
+
+
+def image_refs(ids: Iterable[int], shard: Shard) -> Iterable[Ref]:
+    """`warm images`: this shard's ids (sharded per image), in refs of IMAGES_PER_REF."""
+    chunk: list[int] = []
+    for image_id in ids:
+        if shard.owns(f"image:{image_id}"):
+            chunk.append(image_id)
+            if len(chunk) == IMAGES_PER_REF:
+                yield Ref("images", chunk[0], ids=tuple(chunk))
+                chunk = []
+    if chunk:
+        yield Ref("images", chunk[0], ids=tuple(chunk))
+
+
+@dataclass
+class Tracker:
+    """Records an object in the journal once its plan is complete and all its items are recorded."""
+
+    journal: Journal
+    pending: dict[str, int] = field(default_factory=dict)
+    complete: set[str] = field(default_factory=set)
+
+    def planned(self, obj: str) -> None:
+        self.pending[obj] = self.pending.get(obj, 0) + 1
+
+    def finished(self, obj: str) -> None:
+        self.pending[obj] -= 1
+        self._check(obj)
+
+    def plan_complete(self, obj: str) -> None:
+        self.complete.add(obj)
+        self.pending.setdefault(obj, 0)
+        self._check(obj)
+
+    def _check(self, obj: str) -> None:
+        if obj in self.complete and self.pending[obj] == 0:
+            self.journal.record_object(obj)
+            self.complete.discard(obj)
+            del self.pending[obj]
+
+
+class Feeder:
+    """Phase two: expand each ref, plan it, and queue what the journal has not finished."""
+
+    def __init__(self, source: Source, api: ApiClient, planner: Planner, counters: Counters, *,
+                 journal: Journal | None = None, retry_failed: bool = False, limit: int | None = None) -> None:
+        self.source, self.api, self.planner, self.c = source, api, planner, counters
+        self.journal = journal
+        self.tracker = Tracker(journal) if journal is not None else None
+        self.retry_failed = retry_failed
+        self.limit = limit
+        self.queued = 0
+
+    def wanted(self, ref: Ref) -> bool:
+        """False for an object a resumed run finished (with no failures to retry)."""
+        j = self.journal
+        return j is None or not j.object_done(ref.name) or (self.retry_failed and j.has_failures(ref.name))
+
+    async def expand(self, ref: Ref) -> PlateLayout | ImageList | dict | None:
+        if not self.planner.needs_children(ref):
+            return None
+        if ref.kind == "plate":
+            return await self.source.plate(ref, need_runs=bool(self.planner.kinds & {GRID, API}))
+        if ref.kind == "tiles":
+            return await self.api.get_json(f"/webgateway/imgData/{ref.id}/")
+        return await self.source.images(ref)
+
+    async def items(self, refs: Iterable[Ref]) -> AsyncIterator[Item]:
+        """Every item to run, in order; records enumeration failures and counts earlier work."""
+        for ref in refs:
+            if self.limit is not None and self.queued >= self.limit:
+                return
+            try:
+                detail = await self.expand(ref)
+            except SourceError as exc:
+                self.record_failure(ref, exc)
+                continue
+            finally:
+                self.c.objects_planned += 1
+            if detail is None and self.planner.needs_children(ref):
+                continue  # nothing new since --since
+            for item in self.planner.plan(ref, detail):
+                self.c.planned += 1
+                if self._earlier(item):
+                    continue
+                if self.tracker is not None:
+                    self.tracker.planned(item.obj)
+                self.queued += 1
+                yield item
+                if self.limit is not None and self.queued >= self.limit:
+                    return
+            if self.tracker is not None:
+                self.tracker.plan_complete(ref.name)
+
+    def _earlier(self, item: Item) -> bool:
+        if self.journal is None:
+            return False
+        state = self.journal.state(item.url)
+        if state in (OK, SKIP) or (state == FAIL and not self.retry_failed):
+            self.c.earlier += 1
+            return True
+        return False
+
+    def record_failure(self, ref: Ref, exc: SourceError) -> None:
+        if self.journal is not None:
+            self.journal.record(Item(exc.url, API, ref.name), Outcome(FAIL, exc.status, f"listing: {exc.reason}"),
+                                1, 0.0)
+        self.c.states[FAIL] += 1
+
+    async def feed(self, refs: Iterable[Ref], queue: asyncio.Queue) -> None:
+        async for item in self.items(refs):
+            await queue.put(item)
+
+    def finished(self, item: Item) -> None:
+        if self.tracker is not None:
+            self.tracker.finished(item.obj)

@@ -1,0 +1,131 @@
+"""Object → the URLs a real client requests for it (omero-web-api.md §1, §2, §6).
+
+- A plate: the grid `webgateway/plate/<pid>/<field>/` for every field, and `…/<field>/<acq>/` for every
+  field of every plate acquisition (what the webclient loads per run); the images of each field in
+  row-major order as `get_thumbnails/?id=…` batches of 50, like `ome.plateview.js`. The edge splits a
+  batch into per-image entries that also answer `render_thumbnail/<id>/`, so an image already batched
+  for an earlier field or a run's grid is not batched again.
+- A dataset or the orphaned images: batches of 50 too, in listing order. One batch costs the backend
+  one `getThumbnailSet` (15 ms + 3 ms an id in the simulator) instead of 50 `render_thumbnail` calls
+  (15 ms each), and fills exactly the entries `render_thumbnail/<id>/` (gallery, search) reads.
+- API v0 listing pages with the client's page size (`limit`, default 200): the first page as a client
+  asks for it, without limit/offset; later pages `?limit=L&offset=…`.
+- `imgData/<id>/` per image on request (`--imgdata`).
+- For `warm tiles`: the URLs iviewer derives from the image's imgData (see tiles.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+from .model import API, GRID, IMGDATA, THUMB, TILE, ImageList, Item, PlateLayout, Ref
+from .tiles import tile_urls
+
+BATCH = 50  # omero.web.thumbnails_batch
+DEFAULT_API_LIMIT = 200  # omero.web.api.limit
+
+# Site listings: ref id → (path, query). The orphaned-images listing belongs to the `orphans` ref.
+LISTINGS = {
+    "screens": ("/api/v0/m/screens/", ""),
+    "projects": ("/api/v0/m/projects/", ""),
+    "orphaned-datasets": ("/api/v0/m/datasets/", "orphaned=true"),
+}
+ORPHANED_IMAGES = ("/api/v0/m/images/", "orphaned=true")
+
+
+def api_pages(path: str, query: str, count: int, limit: int = DEFAULT_API_LIMIT) -> Iterator[str]:
+    """Every page of a listing of `count` rows (one page even when empty: the client still asks)."""
+    first = f"{path}?{query}" if query else path
+    if limit != DEFAULT_API_LIMIT:
+        first = f"{path}?{query + '&' if query else ''}limit={limit}"
+    yield first
+    for page in range(1, math.ceil(count / limit)):
+        yield f"{path}?{query + '&' if query else ''}limit={limit}&offset={page * limit}"
+
+
+def batches(ids: Iterable[int], obj: str) -> Iterator[Item]:
+    chunk: list[int] = []
+    for image_id in ids:
+        chunk.append(image_id)
+        if len(chunk) == BATCH:
+            yield _batch(chunk, obj)
+            chunk = []
+    if chunk:
+        yield _batch(chunk, obj)
+
+
+def _batch(ids: list[int], obj: str) -> Item:
+    return Item("/webgateway/get_thumbnails/?" + "&".join(f"id={i}" for i in ids), THUMB, obj, tuple(ids))
+
+
+def img_data(ids: Iterable[int], obj: str) -> Iterator[Item]:
+    return (Item(f"/webgateway/imgData/{i}/", IMGDATA, obj) for i in ids)
+
+
+class Planner:
+    """Turns refs (and their fetched details) into items of the requested kinds."""
+
+    def __init__(self, kinds: frozenset[str], api_limit: int = DEFAULT_API_LIMIT,
+                 levels: tuple[int | None, list[int]] = (2, [])) -> None:
+        self.kinds = kinds
+        self.api_limit = api_limit
+        self.levels = levels
+
+    def needs_children(self, ref: Ref) -> bool:
+        """Whether planning `ref` needs its wells/images/imgData fetched (listings and containers of containers don't)."""
+        if ref.kind == "tiles":
+            return True
+        if ref.kind == "plate":
+            return bool(self.kinds & {GRID, THUMB, IMGDATA, API})
+        return ref.kind in ("dataset", "orphans") and bool(self.kinds & {THUMB, IMGDATA, API})
+
+    def _pages(self, path: str, query: str, count: int, obj: str) -> Iterator[Item]:
+        if API in self.kinds:
+            for url in api_pages(path, query, count, self.api_limit):
+                yield Item(url, API, obj)
+
+    def plan(self, ref: Ref, detail: PlateLayout | ImageList | dict | None = None) -> Iterator[Item]:
+        obj = ref.name
+        if ref.kind == "listing":
+            path, query = LISTINGS[str(ref.id)]
+            yield from self._pages(path, query, ref.count, obj)
+        elif ref.kind == "screen":
+            yield from self._pages(f"/api/v0/m/screens/{ref.id}/plates/", "", ref.count, obj)
+        elif ref.kind == "project":
+            yield from self._pages(f"/api/v0/m/projects/{ref.id}/datasets/", "", ref.count, obj)
+        elif ref.kind == "plate":
+            assert isinstance(detail, PlateLayout)
+            yield from self.plate(ref, detail)
+        elif ref.kind in ("dataset", "orphans"):
+            assert isinstance(detail, ImageList)
+            path, query = ORPHANED_IMAGES if ref.kind == "orphans" else (f"/api/v0/m/datasets/{ref.id}/images/", "")
+            yield from self._pages(path, query, detail.total, obj)
+            yield from self.images(detail.ids, obj)
+        elif ref.kind == "images":
+            yield from self.images(ref.ids, obj)
+        elif ref.kind == "tiles":
+            assert isinstance(detail, dict)
+            for url in tile_urls(int(ref.id), detail, self.levels):
+                yield Item(url, TILE, obj)
+
+    def images(self, ids: list[int] | tuple[int, ...], obj: str) -> Iterator[Item]:
+        if THUMB in self.kinds:
+            yield from batches(ids, obj)
+        if IMGDATA in self.kinds:
+            yield from img_data(ids, obj)
+
+    def plate(self, ref: Ref, layout: PlateLayout) -> Iterator[Item]:
+        obj, pid = ref.name, ref.id
+        yield from self._pages(f"/api/v0/m/plates/{pid}/wells/", "", layout.wells, obj)
+        yield from self._pages(f"/api/v0/m/plates/{pid}/plateacquisitions/", "", len(layout.acquisitions), obj)
+        if GRID in self.kinds:
+            for f in range(len(layout.fields)):
+                yield Item(f"/webgateway/plate/{pid}/{f}/", GRID, obj)
+            for acq, n_fields in layout.acquisitions:
+                for f in range(n_fields):
+                    yield Item(f"/webgateway/plate/{pid}/{f}/{acq}/", GRID, obj)
+        seen: set[int] = set()
+        for ids in layout.fields:
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            yield from self.images(fresh, obj)

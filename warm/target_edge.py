@@ -1,0 +1,72 @@
+"""Warming through the edge's warm mode: every node's keys and tiers are filled exactly as a client's
+request would fill them, and the answer says whether the entry was already there.
+
+A request carries `X-Edge-Warm: <token>` (and `X-Edge-Warm-Refresh-Before` for `--refresh`); the edge
+answers `{"cache": HIT|MISS, "status", "stored", …}` instead of the body. HIT → Skip (the backend was
+not asked); MISS and stored → OK; 5xx/429/timeouts → retried; other statuses, or a 200 that was not
+stored (a placeholder), → Fail, so the journal never claims an entry the cache does not hold.
+"""
+from __future__ import annotations
+
+import httpx
+
+from .model import FAIL, OK, SKIP, THUMB, Fatal, Item, Outcome, Retryable
+
+
+class EdgeTarget:
+    def __init__(self, base: str, token: str, *, jobs: int, host: str | None = None, refresh_before: float = 0.0,
+                 timeout: float = 120.0) -> None:
+        headers = {"x-edge-warm": token, "user-agent": "omero-edge-warm"}
+        if refresh_before:
+            headers["x-edge-warm-refresh-before"] = repr(refresh_before)
+        if host:
+            headers["host"] = host
+        self.base = base.rstrip("/")
+        self.client = httpx.AsyncClient(base_url=self.base, headers=headers, timeout=timeout, trust_env=False,
+                                        limits=httpx.Limits(max_connections=jobs + 2, max_keepalive_connections=jobs + 2))
+
+    async def check(self) -> None:
+        """Fail fast with a clear message when the edge is not there."""
+        try:
+            resp = await self.client.get("/_edge/health")
+        except httpx.HTTPError as exc:
+            raise Fatal(f"cannot reach the edge at {self.base}: {type(exc).__name__} {exc}".strip()) from None
+        if resp.status_code >= 400:
+            raise Fatal(f"{self.base}/_edge/health answered {resp.status_code}: is this an omero-edge?")
+
+    async def warm(self, item: Item) -> Outcome:
+        try:
+            resp = await self.client.get(item.url)
+        except httpx.TimeoutException:
+            raise Retryable(0, "timed out") from None
+        except httpx.HTTPError as exc:
+            raise Retryable(0, f"{type(exc).__name__}: {exc}".strip()) from None
+        cache = resp.headers.get("x-edge-cache", "")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise Retryable(resp.status_code, resp.text.strip()[:200] or f"HTTP {resp.status_code}")
+        if cache == "BYPASS":
+            return Outcome(FAIL, resp.status_code, "the edge does not cache this URL")
+        if not resp.headers.get("content-type", "").startswith("application/json"):
+            raise Fatal("the edge answered without warm mode: --token (or EDGE_WARM_TOKEN) must equal the edge's "
+                        "warm_token setting")
+        try:
+            answer = resp.json()
+            status = int(answer["status"])
+            cache = answer["cache"]
+        except (ValueError, KeyError, TypeError):
+            raise Fatal("the edge answered without warm mode: --token (or EDGE_WARM_TOKEN) must equal the edge's "
+                        "warm_token setting") from None
+        size = int(answer.get("bytes", 0))
+        if cache == "HIT":
+            return Outcome(SKIP, status, "", size)
+        if cache == "STALE" or status >= 500 or status == 429:
+            raise Retryable(status, f"backend answered {status}" if status >= 400 else "served stale: backend failing")
+        if status != 200:
+            return Outcome(FAIL, status, f"backend answered {status}")
+        if item.kind != THUMB and not answer.get("stored"):
+            return Outcome(FAIL, status, "answered but not stored (a placeholder, or too large for a tier)")
+        fetched = int(answer.get("missing", 1)) if item.kind == THUMB else 1
+        return Outcome(OK, status, "", size, fetched)
+
+    async def close(self) -> None:
+        await self.client.aclose()
