@@ -270,7 +270,7 @@ async def servers(ctx: Ctx) -> Response:
 async def login(ctx: Ctx) -> Response:
     if ctx.request.method != "POST":
         return json_response({"message": "POST only with username, password, server and csrftoken"}, 405)
-    form = await ctx.request.form()
+    form = await ctx.form()
     if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
         return Response("CSRF verification failed. Request aborted.", status_code=403, media_type="text/html")
     async with ctx.work("login", renders=0):

@@ -11,7 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -93,6 +93,12 @@ class Ctx:
             return int(raw)
         except ValueError:
             raise error(400, f"{name} must be an integer") from None
+
+    async def form(self) -> dict[str, str]:
+        """A urlencoded POST body (what browsers and the tests send; multipart is not needed here)."""
+        if not self.request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return {}
+        return dict(parse_qsl((await self.request.body()).decode("utf-8", "replace"), keep_blank_values=True))
 
     def json(self, data: object, status: int = 200) -> Response:
         callback = self.q.get("callback") if self.endpoint.auth == AUTH_WEB else None

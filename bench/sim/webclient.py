@@ -55,7 +55,7 @@ async def login(ctx: Ctx) -> Response:
     token = ctx.request.cookies.get("csrftoken") or new_csrf_token()
     if ctx.request.method != "POST":
         return _login_page(token, url)
-    form = await ctx.request.form()
+    form = await ctx.form()
     if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
         raise error(403, "CSRF verification failed. Request aborted.", "text/html")
     async with ctx.work("login", renders=0):
@@ -70,7 +70,7 @@ async def login(ctx: Ctx) -> Response:
 
 async def logout(ctx: Ctx) -> Response:
     if ctx.request.method == "POST":
-        form = await ctx.request.form()
+        form = await ctx.form()
         if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
             raise error(403, "CSRF verification failed. Request aborted.", "text/html")
     await ctx.sim.sessions.logout(ctx.ident)

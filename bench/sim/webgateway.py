@@ -143,13 +143,13 @@ async def well_children(ctx: Ctx) -> Response:
 
 
 async def save_img_rdef(ctx: Ctx) -> Response:
-    form = await ctx.request.form()
+    form = await ctx.form()
     if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
         raise error(403, "CSRF verification failed. Request aborted.", "text/html")
     image = iv.readable_image(ctx, ctx.path_int("iid"))
     if ctx.ident.public:
         return ctx.json(False)
-    params = {**ctx.q, **{k: v for k, v in form.items() if isinstance(v, str)}}
+    params = {**ctx.q, **form}
     async with ctx.work("save_rdef"):
         ctx.sim.rdefs.save(image, ctx.user.id, params)
     return ctx.json(True)
