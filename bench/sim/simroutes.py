@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 
 from starlette.responses import Response
 
@@ -46,8 +47,8 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
             "screens": [s.id for s in cat.screens.values() if s.group_id == g.id],
         }
     orphan_runs = [d for d in cat.datasets.values() if d.orphan]
-    public_images = [img.id for b in blocks if b.group_id == PUBLIC for img in cat.images_of(b)
-                     if not img.pixels.in_progress][:SAMPLE]
+    public_images = list(islice((img.id for b in blocks if b.group_id == PUBLIC for img in cat.images_of(b)
+                                 if not img.pixels.in_progress), SAMPLE))
     return {
         "scale": cat.scale,
         "session_cookie": cfg.session_cookie,
