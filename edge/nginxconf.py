@@ -40,9 +40,9 @@ EDGE_SERVER = """\
 """.format(fail=FAIL_TIMEOUT)
 LONE_EDGE = """\
     # nginx never marks the only server of a group down, so a lone dead edge would cost a
-    # connection attempt (up to the connect timeout) on every request. Listed again as a
-    # backup, the group is no longer "single": both entries fail together, and requests
-    # fall through at once until fail_timeout has passed.
+    # connection attempt (or a whole timeout, if it hangs) on every request. A second entry
+    # marked `down` (never used) makes the group "not single": after one failure the edge is
+    # marked down, and requests fall through at once until fail_timeout has passed.
 """
 BALANCE = {
     "uri": "    # Each URL (without `_=`) always goes to the same edge, so each edge's memory and disk\n"
@@ -76,6 +76,7 @@ class Options:
     microcache_valid: int = 10
     session_cookie: str = "sessionid"
     balance: str = "uri"
+    edge_timeout: int = 60
     prefix: str = ""
     user: str = ""
     command: str = "edge nginx-conf"
@@ -122,7 +123,7 @@ def _edge_servers(opts: Options) -> str:
     params = f"max_fails=1 fail_timeout={FAIL_TIMEOUT}"
     lines = EDGE_SERVER + "".join(f"    server {edge} {params};\n" for edge in opts.edges)
     if len(opts.edges) == 1:
-        lines += LONE_EDGE + f"    server {opts.edges[0]} {params} backup;\n"
+        lines += LONE_EDGE + f"    server {opts.edges[0]} down;\n"
     return lines
 
 
@@ -155,15 +156,18 @@ def render_locations(opts: Options) -> str:
     locations and their fallthrough targets (the existing `location /` stays as it is)."""
     microcache = _fill("microcache.conf.tmpl", valid=opts.microcache_valid,
                        cookie=opts.session_cookie) if opts.microcache else ""
-    headers = _fill("proxy-headers.conf.tmpl")
+
+    def edge_location(what: str, regex: str, source: str, fallback: str, fallback_name: str) -> str:
+        return _fill("edge-location.conf.tmpl", what=what, regex=regex, regex_source=source, fallback=fallback,
+                     fallback_name=fallback_name, proxy_headers=_fill("proxy-headers.conf.tmpl"),
+                     edge_timeout=opts.edge_timeout, microcache=microcache)
+
     out = []
     if opts.ms:
-        out.append(_fill("edge-location.conf.tmpl", what=" that the edge fetches from omero-ms-image-region", regex=ms_regex(),
-                         regex_source="edge.nginxconf.ms_regex()", fallback="@omero_edge_ms",
-                         fallback_name="omero-ms-image-region", proxy_headers=headers, microcache=microcache))
-    out.append(_fill("edge-location.conf.tmpl", what=" (the microservice's matched above)" if opts.ms else "",
-                     regex=cacheable_regex(), regex_source="edge.routes.cacheable_regex()", fallback="@omero_edge_web", fallback_name="OMERO.web",
-                     proxy_headers=headers, microcache=microcache))
+        out.append(edge_location(" that the edge fetches from omero-ms-image-region", ms_regex(),
+                                 "edge.nginxconf.ms_regex()", "@omero_edge_ms", "omero-ms-image-region"))
+    out.append(edge_location(" (but the microservice's, matched above)" if opts.ms else "", cacheable_regex(),
+                             "edge.routes.cacheable_regex()", "@omero_edge_web", "OMERO.web"))
     out.append(_backend("@omero_edge_web", "omero_web",
                         "The fallthrough for OMERO.web's cacheable URLs: the same request, straight to OMERO.web."))
     if opts.ms:
@@ -216,6 +220,8 @@ def from_args(args: argparse.Namespace) -> Options:
             raise ConfigError(f"{what} must be an absolute path (got {path!r})")
     if not _COOKIE.match(args.session_cookie):
         raise ConfigError(f"--session-cookie must be letters, digits and _ (got {args.session_cookie!r})")
+    if args.edge_timeout < 1:
+        raise ConfigError("--edge-timeout must be at least 1 second")
     if args.microcache_valid < 1:
         raise ConfigError("--microcache-valid must be at least 1 second")
     if not re.fullmatch(r"[0-9]+[kmg]?", args.microcache_size):
@@ -228,8 +234,8 @@ def from_args(args: argparse.Namespace) -> Options:
         server_name=args.server_name, tls_cert=args.tls_cert or "", tls_key=args.tls_key or "",
         static_root=args.static_root or "", microcache=args.microcache, microcache_dir=args.microcache_dir or "",
         microcache_size=args.microcache_size, microcache_valid=args.microcache_valid,
-        session_cookie=args.session_cookie, balance=args.balance, prefix=(args.prefix or "").rstrip("/"),
-        user=args.user or "", command=_command_line(args))
+        session_cookie=args.session_cookie, balance=args.balance, edge_timeout=args.edge_timeout,
+        prefix=(args.prefix or "").rstrip("/"), user=args.user or "", command=_command_line(args))
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -299,6 +305,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance", choices=sorted(BALANCE), default="uri",
                    help="how several edges share requests: uri (same URL → same edge, the default; best "
                         "without Redis), least-conn or round-robin (with a shared Redis tier)")
+    p.add_argument("--edge-timeout", type=int, default=60, metavar="SECONDS",
+                   help="how long an edge may take to answer before the request falls through (default 60: "
+                        "above the edge's own upstream limits, so a slow backend is not asked twice)")
     p.add_argument("--prefix", metavar="DIR", help="render a standalone nginx.conf with pid, logs, temp files "
                                                    "and the microcache under DIR (for tests, containers, systemd)")
     p.add_argument("--user", help="with --prefix: the user nginx's workers run as (`user` directive)")
