@@ -1,26 +1,14 @@
 """The sim's JSON API v0: envelope, pagination, ordering, links, filters, errors."""
 from __future__ import annotations
 
-import httpx
-import pytest
 
-from tests.test_sim_fixtures import SimProc, plate, start_sim
+from tests.test_sim_fixtures import plate, sim_fixtures
 
 M = "/api/v0/m"
 SCHEMA = "http://www.openmicroscopy.org/Schemas/OME/2016-06#"
 
 
-@pytest.fixture(scope="module")
-def sim():
-    s = start_sim()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def anon(sim: SimProc) -> httpx.Client:
-    with sim.client() as c:
-        yield c
+sim, anon = sim_fixtures()
 
 
 def test_index_base_token_servers(anon, sim):

@@ -6,18 +6,13 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.test_sim_fixtures import plate, start_sim
+from tests.test_sim_fixtures import plate, sim_fixtures, start_sim
 
 GW = "/webgateway"
 
 
-@pytest.fixture(scope="module")
-def sim():
-    s = start_sim()
-    yield s
-    s.stop()
+sim, anon = sim_fixtures()
 
 
 def test_stats_count_requests_and_renders(sim):

@@ -5,6 +5,7 @@ import io
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 from PIL import Image
 
 from tests.procs import Proc, free_port, script
@@ -69,3 +70,19 @@ def decode(data: bytes) -> Image.Image:
     im = Image.open(io.BytesIO(data))
     im.load()
     return im
+
+
+def sim_fixtures(*flags: str):
+    """Module-scoped fixtures: `sim` (one `bench sim` with `flags`) and `anon` (its public user, one
+    session in the cookie jar). Use as `sim, anon = sim_fixtures()` at module level."""
+    @pytest.fixture(scope="module")
+    def sim():
+        s = start_sim(*flags)
+        yield s
+        s.stop()
+
+    @pytest.fixture(scope="module")
+    def anon(sim: SimProc):
+        with sim.client() as c:
+            yield c
+    return sim, anon

@@ -4,16 +4,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.test_sim_fixtures import decode, start_sim
+from tests.test_sim_fixtures import decode, sim_fixtures
 
 FULL = "c=1|0:2000$FF0000,2|0:1500$00FF00,3|0:1000$0000FF&m=c"
 
 
-@pytest.fixture(scope="module")
-def sim():
-    s = start_sim()
-    yield s
-    s.stop()
+sim, anon = sim_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.procs import RedisServer
-from tests.test_sim_fixtures import SimProc, start_sim
+from tests.test_sim_fixtures import sim_fixtures, start_sim
 
 COOKIE = "sessionid_idr"
 PREFIX = ":1:django.contrib.sessions.cache"
@@ -42,11 +42,7 @@ def sim(redis_server):
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def private_sim():
-    s = start_sim("--no-public")
-    yield s
-    s.stop()
+private_sim, _ = sim_fixtures("--no-public")
 
 
 @pytest.fixture(scope="module")

@@ -4,26 +4,14 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx
 import pytest
 
-from tests.test_sim_fixtures import SimProc, decode, plate, start_sim
+from tests.test_sim_fixtures import SimProc, decode, plate, sim_fixtures
 
 GW = "/webgateway"
 
 
-@pytest.fixture(scope="module")
-def sim():
-    s = start_sim()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def anon(sim: SimProc) -> httpx.Client:
-    """The public user (one public session kept in the cookie jar)."""
-    with sim.client() as c:
-        yield c
+sim, anon = sim_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -48,17 +48,28 @@ class Listing:
 
 
 # ---- sources: what a user may see, filtered, in the API's order ----------------------------------
+Source = Callable[[Catalog, User, dict], Listing]
+
+
 def _visible(cat: Catalog, user: User, items: Iterable, f: dict) -> list:
     return sorted((o for o in items if cat.can_read(user, o) and f.get("owner", o.owner_id) == o.owner_id
                    and f.get("group", o.group_id) == o.group_id), key=name_key)
 
 
-def _screens(cat: Catalog, user: User, f: dict) -> Listing:
-    items = cat.screens.values()
-    if "plate" in f:
-        plate = cat.plates.get(f["plate"])
-        items = [cat.screens[plate.screen_id]] if plate and plate.screen_id else []
-    return Listing.of(_visible(cat, user, items, f))
+def _containers(kind: str, child_filter: str, children: str, parent_attr: str) -> Source:
+    """Screens or projects: all of them, or (`?plate=` / `?dataset=`) the one holding that child."""
+    def source(cat: Catalog, user: User, f: dict) -> Listing:
+        items = getattr(cat, kind).values()
+        if child_filter in f:
+            child = getattr(cat, children).get(f[child_filter])
+            parent_id = getattr(child, parent_attr, None)
+            items = [getattr(cat, kind)[parent_id]] if parent_id else []
+        return Listing.of(_visible(cat, user, items, f))
+    return source
+
+
+_screens = _containers("screens", "plate", "plates", "screen_id")
+_projects = _containers("projects", "dataset", "datasets", "project_id")
 
 
 def _plates(cat: Catalog, user: User, f: dict) -> Listing:
@@ -109,14 +120,6 @@ def _wells(cat: Catalog, user: User, f: dict) -> Listing:
     return Listing(chunks)
 
 
-def _projects(cat: Catalog, user: User, f: dict) -> Listing:
-    items = cat.projects.values()
-    if "dataset" in f:
-        ds = cat.datasets.get(f["dataset"])
-        items = [cat.projects[ds.project_id]] if ds and ds.project_id else []
-    return Listing.of(_visible(cat, user, items, f))
-
-
 def _datasets(cat: Catalog, user: User, f: dict) -> Listing:
     items = [d for d in cat.datasets.values() if not d.orphan]
     if "project" in f:
@@ -144,7 +147,7 @@ def _rois(cat: Catalog, user: User, f: dict) -> Listing:
     return Listing.of([image] if cat.can_read(user, image) else [])
 
 
-def _everyone(items: Iterable) -> Callable[[Catalog, User, dict], Listing]:
+def _everyone(items: Callable[[Catalog], Iterable]) -> Source:
     return lambda cat, user, f: Listing.of(sorted(items(cat), key=lambda o: o.id))
 
 
@@ -157,7 +160,7 @@ def _roi_json(m: Marshal, image) -> dict:
 class Kind:
     """One API object type: its list source, how to find one, and its list / single encoders."""
     type_name: str
-    source: Callable[[Catalog, User, dict], Listing]
+    source: Source
     get: Callable[[Catalog, int], object]
     encode: Callable[[Marshal, object], dict]
     encode_one: Callable[[Marshal, object], dict] | None = None

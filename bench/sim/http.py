@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bench.sim.capacity import COSTS_MS
