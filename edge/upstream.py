@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -23,6 +24,12 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length", "http2-settings",
 })
+
+
+def _no_cookie_jar() -> CookieJar:
+    """A jar that refuses every cookie: the client is shared by all requesters, so a Set-Cookie from
+    one response (a login passing through) must never ride along on another requester's request."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class UpstreamError(Exception):
@@ -99,7 +106,7 @@ class Upstream:
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=settings.upstream_concurrency * 2,
                                 max_keepalive_connections=settings.upstream_concurrency * 2),
-            follow_redirects=False, trust_env=False)
+            follow_redirects=False, trust_env=False, cookies=_no_cookie_jar())
 
     def _pick(self) -> _Target:
         now = time.monotonic()
