@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from bench import commands as bench_commands
 from bench.sim import cli as sim_cli
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     sim_cli.register,
+    bench_commands.register,
 ]
 
 

@@ -378,13 +378,14 @@ class H2Session:
             await self._connect()
         assert self.writer is not None
         loop = asyncio.get_running_loop()
-        fixed = b"\x82" + self.scheme_field + self.authority_field + self.common_fields + b"".join(
+        pseudo = b"\x82" + self.scheme_field + self.authority_field      # :method GET, :scheme, :authority
+        regular = self.common_fields + b"".join(
             b"\x00" + _hpack_int(len(k), 7) + k.lower().encode() + _hpack_int(len(v), 7) + v.encode()
             for k, v in (headers or {}).items())
         futures = []
         for path in paths:
             future = loop.create_future()
-            self.pending.append((fixed + _hpack_literal(4, path.encode()), future))
+            self.pending.append((pseudo + _hpack_literal(4, path.encode()) + regular, future))
             futures.append(future)
         out: list[bytes] = []
         self._start_streams(out)

@@ -1,0 +1,142 @@
+"""The benchmark subcommands of `bench`: plate-384, tiles, hits, warm and all.
+
+Each run starts everything it measures on loopback ports it picks (the simulated OMERO, the
+edge, nginx, delay proxies) and stops it all by PID when it ends, even on errors or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from rich.console import Console
+
+from bench.clients import Transport
+from bench.measure import LoadFailed, Meter, run_matrix
+from bench.nginx import SKIP_CHOICES, NginxMissing
+from bench.procs import StartError
+from bench.report import COLD, CONNECTIONS, RTT, Report, add_ratios, plot, print_report, write_json
+from bench.targets import TARGETS, RunSettings, Stack
+
+ERR = Console(stderr=True)
+Runner = Callable[[argparse.Namespace, Stack], Report]
+
+
+def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        bad = [item for item in items if item not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} (comma-separated)")
+        return items
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backend and servers (the same for every target)")
+    g.add_argument("--workers", type=_positive_int, default=4,
+                   help="backend worker slots of the simulated OMERO (default 4)")
+    g.add_argument("--speed", type=float, default=1.0,
+                   help="backend cost multiplier: 1 = default costs (thumbnail 15 ms, grid 50 ms, tile 80 ms), "
+                        "0 = no added latency (default 1)")
+    g.add_argument("--scale", choices=("small", "idr"), default="small", help="simulated data set (default small)")
+    g.add_argument("--server-workers", type=_positive_int, default=1,
+                   help="worker processes of the edge and of nginx (default 1)")
+    g.add_argument("--nginx-skip", choices=SKIP_CHOICES, default="idr",
+                   help="nginx proxy_no_cache rule: idr = IDR's list of cacheable URLs (the plate grid and imgData "
+                        "are not cached), none = cache every GET (default idr)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write every figure and the settings as JSON")
+    o.add_argument("--plot", metavar="FILE.png", help="write a matplotlib plot comparing the targets")
+
+
+def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--targets", type=_csv(TARGETS), default=list(TARGETS),
+                   help=f"comma-separated subset of {','.join(TARGETS)} (default all)")
+    if len(modes) > 1:
+        g.add_argument("--modes", type=_csv(modes), default=list(modes),
+                       help=f"comma-separated subset of {','.join(modes)} (default all)")
+    transports = tuple(t.value for t in Transport)
+    g.add_argument("--transports", type=_csv(transports), default=list(transports),
+                   help="h1 = HTTP/1.1 on 6 connections, h2 = HTTP/2 cleartext (prior knowledge) on one, "
+                        "h2-tls = HTTP/2 over TLS (ALPN) on one (default all; the backend speaks no TLS)")
+    g.add_argument("--rtt", type=float, action="append", metavar="MS",
+                   help="round-trip time added by the delay proxy; repeat for several (default: 0 and 20)")
+    g.add_argument("--repeat", type=_positive_int, default=5, help="timed loads per cell (default 5)")
+    g.add_argument("--load-timeout", type=float, default=120.0, metavar="S",
+                   help="a load that has not finished after S seconds fails the run (default 120)")
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    return RunSettings(workers=args.workers, speed=args.speed, scale=args.scale,
+                       server_workers=args.server_workers, nginx_skip=args.nginx_skip)
+
+
+def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
+    return {"targets": args.targets, "modes": getattr(args, "modes", list(modes)), "transports": args.transports,
+            "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
+
+
+def run_plate(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.scenarios.plate import MODES, PlateScenario
+
+    params = _load_params(args, MODES)
+    meter = Meter(stack, args.load_timeout, _log)
+    try:
+        scenario = PlateScenario(stack, meter)
+        records, primed = run_matrix(stack, meter, scenario, params["targets"], params["modes"],
+                                     [Transport(t) for t in params["transports"]], params["rtts_ms"], args.repeat)
+    finally:
+        meter.close()
+    add_ratios(records)
+    notes = [COLD, CONNECTIONS, RTT, *(f"{name}: filled by {how}" for name, how in primed.items())]
+    return Report("plate-384", _settings(args), {**params, **scenario.describe()}, records, notes)
+
+
+def _log(message: str) -> None:
+    ERR.print(f"[dim]{message}[/dim]")
+
+
+def _finish(args: argparse.Namespace, report: Report) -> None:
+    print_report(report)
+    if args.json:
+        write_json(args.json, report.to_json())
+    if args.plot and report.records:
+        plot(args.plot, report.records, report.scenario)
+
+
+def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with Stack(_settings(args)) as stack:
+                report = runner(args, stack)
+        except (LoadFailed, StartError, NginxMissing) as exc:
+            ERR.print(f"bench: error: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            ERR.print("bench: interrupted; every process it started has been stopped")
+            return 130
+        _finish(args, report)
+        return 0
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from bench.scenarios.plate import MODES
+
+    p = sub.add_parser("plate-384", help="load a 384-well plate: backend direct vs edge vs nginx proxy cache",
+                       description="Loads a 384-well plate as OMERO.web clients do: `webclient` (the plate grid, "
+                                   "then get_thumbnails batches of 50 in parallel: 1 + 8 requests) and `per-well` "
+                                   "(the grid, then one render_thumbnail per well: 1 + 384), over HTTP/1.1 with 6 "
+                                   "connections and HTTP/2 on one (h2c and TLS), against the backend direct, the edge "
+                                   "and nginx's proxy cache configured like IDR's, each cold and warm.")
+    _add_loads(p, MODES)
+    _add_common(p)
+    p.set_defaults(run=_command(run_plate))

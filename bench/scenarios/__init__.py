@@ -1,0 +1,1 @@
+"""Benchmark scenarios: each module turns a client's behaviour into timed loads (see bench.measure)."""

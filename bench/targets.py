@@ -1,0 +1,273 @@
+"""What a benchmark talks to: the backend direct, the edge, and nginx's proxy cache, cold or warm.
+
+A `Stack` owns one run's processes: the simulated OMERO (started once, same `--workers` and
+`--speed` for every target), one target at a time, and a delay proxy in front of that target
+when the run adds RTT. Every port is picked on loopback when the target is built and kept
+across restarts, so a delay proxy started once stays valid.
+
+"Cold" means an empty cache before *every* load: the edge process serving that transport, or
+nginx, is stopped and started again on a new, empty cache directory (memory tier included),
+outside the timed window. "Warm" targets start empty once and are filled by the scenario
+(`prime`) before their loads are timed.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.certs import Certs, make_certs
+from bench.clients import Transport
+from bench.nginx import Listeners, Nginx, proxy_cache_conf
+from bench.procs import HOST, Child, Children, console_script, free_port
+
+TARGETS = ("direct", "edge-cold", "edge-warm", "nginx-cold", "nginx-warm")
+WARM_TOKEN = "bench-warm-token"
+PURGE_TOKEN = "bench-purge-token"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every target of a run shares; recorded in the JSON output."""
+    workers: int = 4            # backend (sim) worker slots
+    speed: float = 1.0          # backend cost multiplier
+    scale: str = "small"
+    server_workers: int = 1     # edge and nginx worker processes
+    nginx_skip: str = "idr"     # nginx proxy_no_cache rule (bench.nginx.SKIP_CHOICES)
+
+
+class Sim:
+    """`bench sim` (OMERO.web + omero-ms-image-region ports) and its control routes."""
+
+    def __init__(self, children: Children, settings: RunSettings) -> None:
+        self.port, self.ms_port = free_port(), free_port()
+        self.url, self.ms_url = f"http://{HOST}:{self.port}", f"http://{HOST}:{self.ms_port}"
+        self.child = children.start("sim", console_script("bench") + [
+            "sim", "--host", HOST, "--port", str(self.port), "--ms-port", str(self.ms_port),
+            "--scale", settings.scale, "--workers", str(settings.workers), "--speed", str(settings.speed)])
+        self.child.wait_port(self.port)
+        self.child.wait_port(self.ms_port)
+        self.info: dict = httpx.get(self.url + "/_sim/info", timeout=30).json()
+
+    def totals(self) -> dict[str, int]:
+        """{"requests": N, "renders": N} so far (both ports share one state)."""
+        return httpx.get(self.url + "/_sim/stats", timeout=30).json()["total"]
+
+
+class Target:
+    """One competitor. Subclasses say which transports they speak and what cold/warm means."""
+
+    name: str
+    warm: bool = False
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.proxy: Child | None = None
+        self.proxied: dict[int, int] = {}
+
+    def transports(self) -> tuple[Transport, ...]:
+        return tuple(Transport)
+
+    def ports(self) -> dict[Transport, int]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def before_load(self, transport: Transport) -> None:
+        """Called before every timed load: cold targets empty their cache here."""
+
+    def address(self, transport: Transport) -> int:
+        """The port a client uses: the target's own, or its delay proxy's."""
+        port = self.ports()[transport]
+        return self.proxied.get(port, port)
+
+    def start_proxy(self, rtt_ms: float) -> None:
+        if rtt_ms <= 0:
+            return
+        self.proxied = {port: free_port() for port in set(self.ports().values())}
+        pairs = [f"{listen}:{port}" for port, listen in self.proxied.items()]
+        self.proxy = self.stack.children.start("delayproxy", [sys.executable, "-m", "bench.delayproxy",
+                                                              "--delay-ms", str(rtt_ms / 2), *pairs])
+        for listen in self.proxied.values():
+            self.proxy.wait_port(listen)
+
+    def stop_proxy(self) -> None:
+        if self.proxy is not None:
+            self.stack.children.stop(self.proxy)
+            self.proxy, self.proxied = None, {}
+
+
+class Direct(Target):
+    """The backend itself; like OMERO.web's WSGI server it speaks no TLS (h2c only via granian)."""
+
+    name = "direct"
+
+    def transports(self) -> tuple[Transport, ...]:
+        return (Transport.H1, Transport.H2)
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H1: self.stack.sim.port, Transport.H2: self.stack.sim.port}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _EdgeServer:
+    """One `edge serve` process: plain (HTTP/1.1 + h2c) or TLS (h2 via ALPN)."""
+
+    def __init__(self, stack: Stack, tls: bool) -> None:
+        self.stack, self.tls = stack, tls
+        self.port = free_port()
+        self.child: Child | None = None
+
+    def start(self, cache_dir: Path) -> None:
+        s, sim = self.stack.settings, self.stack.sim
+        env = {"EDGE_WARM_TOKEN": WARM_TOKEN, "EDGE_PURGE_TOKEN": PURGE_TOKEN}
+        if self.tls:
+            # `edge serve --certfile` hands granian str paths where it wants Path objects and exits
+            # (edge/cli.py cmd_serve); until that is fixed, run the same app and server settings
+            # through granian's own CLI.
+            env.update(EDGE_BACKEND=sim.url, EDGE_MS=sim.ms_url, EDGE_CACHE_DIR=str(cache_dir))
+            argv = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", HOST,
+                    "--port", str(self.port), "--http", "auto", "--workers", str(s.server_workers),
+                    "--backlog", "2048", "--no-access-log", "--http2-max-concurrent-streams", "256",
+                    "--ssl-certificate", str(self.stack.certs.cert), "--ssl-keyfile", str(self.stack.certs.key),
+                    "edge.app:app"]
+        else:
+            argv = console_script("edge") + [
+                "serve", "--bind", f"{HOST}:{self.port}", "--backend", sim.url, "--ms", sim.ms_url,
+                "--cache-dir", str(cache_dir), "--workers", str(s.server_workers), "--server", "granian"]
+        self.child = self.stack.children.start("edge", argv, env=env)
+        self.child.wait_port(self.port)
+        if not self.tls:
+            _wait_health(self.child, f"http://{HOST}:{self.port}/_edge/health")
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.stack.children.stop(self.child)
+            self.child = None
+
+
+def _wait_health(child: Child, url: str) -> None:
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if not child.alive():
+                break
+            time.sleep(0.05)
+    raise RuntimeError(f"edge did not become healthy at {url}:\n{child.log_tail()}")
+
+
+class Edge(Target):
+    """The edge: a plain server (h1, h2c) and a TLS one (h2), sharing one disk cache when warm."""
+
+    def __init__(self, stack: Stack, warm: bool) -> None:
+        super().__init__(stack)
+        self.warm = warm
+        self.name = "edge-warm" if warm else "edge-cold"
+        self.plain, self.tls = _EdgeServer(stack, tls=False), _EdgeServer(stack, tls=True)
+
+    @property
+    def url(self) -> str:
+        """The plain listener, unproxied: where the warmer goes."""
+        return f"http://{HOST}:{self.plain.port}"
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H1: self.plain.port, Transport.H2: self.plain.port, Transport.H2_TLS: self.tls.port}
+
+    def start(self) -> None:
+        cache = self.stack.fresh_dir("edge-cache")
+        self.plain.start(cache)
+        self.tls.start(cache)
+
+    def stop(self) -> None:
+        self.plain.stop()
+        self.tls.stop()
+
+    def before_load(self, transport: Transport) -> None:
+        if not self.warm:
+            server = self.tls if transport is Transport.H2_TLS else self.plain
+            server.stop()
+            server.start(self.stack.fresh_dir("edge-cache"))
+
+
+class NginxCache(Target):
+    """nginx proxy_cache in front of the backend, configured like IDR's (bench.nginx)."""
+
+    def __init__(self, stack: Stack, warm: bool) -> None:
+        super().__init__(stack)
+        self.warm = warm
+        self.name = "nginx-warm" if warm else "nginx-cold"
+        self.listeners = Listeners(free_port(), free_port(), free_port())
+        prefix = stack.fresh_dir("nginx")
+        conf = proxy_cache_conf(prefix, self.listeners, stack.certs, stack.sim.port, stack.settings.server_workers,
+                                stack.settings.nginx_skip)
+        self.nginx = Nginx(stack.children, prefix, self.listeners, conf)
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H1: self.listeners.h1, Transport.H2: self.listeners.h2c, Transport.H2_TLS: self.listeners.tls}
+
+    def start(self) -> None:
+        self.nginx.restart(clear_cache=True)
+
+    def stop(self) -> None:
+        self.nginx.stop()
+
+    def before_load(self, transport: Transport) -> None:
+        if not self.warm:
+            self.nginx.restart(clear_cache=True)
+
+
+class Stack:
+    """One run: temp dir, certificate, the sim, and every child process (all stopped by `close`)."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.tmp = Path(tempfile.mkdtemp(prefix="omero-edge-bench-"))
+        self.children = Children()
+        self._dirs = 0
+        try:
+            self.certs: Certs = make_certs(self.tmp / "certs")
+            self.sim = Sim(self.children, settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def fresh_dir(self, prefix: str) -> Path:
+        self._dirs += 1
+        path = self.tmp / f"{prefix}-{self._dirs}"
+        path.mkdir()
+        return path
+
+    def target(self, name: str) -> Target:
+        if name == "direct":
+            return Direct(self)
+        if name in ("edge-cold", "edge-warm"):
+            return Edge(self, warm=name == "edge-warm")
+        if name in ("nginx-cold", "nginx-warm"):
+            return NginxCache(self, warm=name == "nginx-warm")
+        raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+
+    def close(self) -> None:
+        self.children.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
