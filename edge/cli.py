@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -51,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         kwargs = {}
         if settings.certfile:
-            kwargs = {"ssl_cert": settings.certfile, "ssl_key": settings.keyfile}
+            kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
         Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
                 workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
                 http2_settings=HTTP2Settings(max_concurrent_streams=256), **kwargs).serve()

@@ -220,6 +220,8 @@ def from_args(args: argparse.Namespace) -> Options:
             raise ConfigError(f"{what} must be an absolute path (got {path!r})")
     if not _COOKIE.match(args.session_cookie):
         raise ConfigError(f"--session-cookie must be letters, digits and _ (got {args.session_cookie!r})")
+    if args.user and not args.prefix:
+        raise ConfigError("--user goes with --prefix (a standalone nginx.conf)")
     if args.edge_timeout < 1:
         raise ConfigError("--edge-timeout must be at least 1 second")
     if args.microcache_valid < 1:
@@ -267,9 +269,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "nginx-conf", help="render the nginx config: edge in front, OMERO.web as the fallthrough",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Render a commented nginx config that sends the cacheable OMERO URLs (the edge's route "
-                    "table) to the edges and everything else to OMERO.web, and re-sends a request to "
-                    "OMERO.web (or omero-ms-image-region) when no edge answers or one answers 502/503/504.",
+        description=textwrap.fill("Render a commented nginx config that sends the cacheable OMERO URLs (the edge's "
+                                  "route table) to the edges and everything else to OMERO.web, and re-sends a "
+                                  "request to OMERO.web (or omero-ms-image-region) when no edge answers or one "
+                                  "answers 502/503/504.", 90),
         epilog=textwrap.dedent("""\
             outputs:
               default           a conf.d file (http context): upstreams, maps and one server block
@@ -291,7 +294,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", metavar="FILE", help="TLS certificate (PEM chain): HTTPS with HTTP/2")
     p.add_argument("--tls-key", metavar="FILE", help="TLS private key for --tls-cert")
     p.add_argument("--static-root", metavar="DIR",
-                   help="OMERO.web's collected static files, served by nginx at /static/ (default: OMERO.web serves them)")
+                   help="OMERO.web's collected static files, served by nginx at /static/ "
+                        "(default: OMERO.web serves them)")
     p.add_argument("--microcache", action="store_true",
                    help="a small nginx cache in front of the edges for public answers only (off by default: "
                         "purges do not reach it, see --microcache-valid)")
