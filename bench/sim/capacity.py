@@ -31,20 +31,14 @@ COSTS_MS = {
 
 class Pool:
     def __init__(self, workers: int, speed: float) -> None:
-        self.workers = workers
         self.speed = speed
         self._slots = asyncio.Semaphore(workers)
-        self.busy = 0
 
     @asynccontextmanager
     async def work(self, cost_ms: float) -> AsyncIterator[None]:
         async with self._slots:
-            self.busy += 1
             start = time.monotonic()
-            try:
-                yield
-                remaining = cost_ms * self.speed / 1000 - (time.monotonic() - start)
-                if remaining > 0:
-                    await asyncio.sleep(remaining)
-            finally:
-                self.busy -= 1
+            yield
+            remaining = cost_ms * self.speed / 1000 - (time.monotonic() - start)
+            if remaining > 0:
+                await asyncio.sleep(remaining)

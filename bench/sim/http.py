@@ -85,6 +85,11 @@ class Ctx:
     def path_int(self, name: str) -> int:
         return int(self.request.path_params[name])
 
+    def path_opt(self, name: str) -> int | None:
+        """An optional int path segment (`render_thumbnail/<iid>/[<w>/]`)."""
+        value = self.request.path_params.get(name)
+        return None if value is None else int(value)
+
     def int_param(self, name: str, default: int | None = None) -> int | None:
         raw = self.q.get(name)
         if raw is None or raw == "":

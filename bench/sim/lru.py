@@ -27,6 +27,3 @@ class ByteLRU(Generic[V]):
             _, (_, dropped) = self._items.popitem(last=False)
             self.bytes -= dropped
         return value
-
-    def __len__(self) -> int:
-        return len(self._items)

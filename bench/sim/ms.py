@@ -26,10 +26,6 @@ def _in_apps(*suffixes: str) -> tuple[str, ...]:
     return tuple(p for app in APPS for p in _both(*(app + s for s in suffixes)))
 
 
-def _opt(ctx: Ctx, name: str) -> int | None:
-    value = ctx.request.path_params.get(name)
-    return int(value) if value is not None else None
-
 
 async def render_region(ctx: Ctx) -> Response:
     return await iv.render(ctx, ctx.path_int("iid"), ctx.path_int("z"), ctx.path_int("t"), whole=False,
@@ -42,11 +38,11 @@ async def render_image(ctx: Ctx) -> Response:
 
 
 async def thumbnail(ctx: Ctx) -> Response:
-    return await iv.thumbnail(ctx, ctx.path_int("iid"), _opt(ctx, "w"), None, public_403=False)
+    return await iv.thumbnail(ctx, ctx.path_int("iid"), ctx.path_opt("w"), None, public_403=False)
 
 
 async def thumbnails(ctx: Ctx) -> Response:
-    return await iv.thumbnail_batch(ctx, _opt(ctx, "w"), id_params=("id", "imageId"))
+    return await iv.thumbnail_batch(ctx, ctx.path_opt("w"), id_params=("id", "imageId"))
 
 
 async def img_data(ctx: Ctx) -> Response:

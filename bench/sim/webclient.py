@@ -17,13 +17,11 @@ LOGIN_FAILED = "Connection not available, please check your user name and passwo
 
 
 async def render_thumbnail(ctx: Ctx) -> Response:
-    w = ctx.request.path_params.get("w")
-    return await iv.thumbnail(ctx, ctx.path_int("iid"), int(w) if w else None, None, placeholder=True)
+    return await iv.thumbnail(ctx, ctx.path_int("iid"), ctx.path_opt("w"), None, placeholder=True)
 
 
 async def get_thumbnails(ctx: Ctx) -> Response:
-    w = ctx.request.path_params.get("w")
-    return await iv.thumbnail_batch(ctx, int(w) if w else None, placeholder=True)
+    return await iv.thumbnail_batch(ctx, ctx.path_opt("w"), placeholder=True)
 
 
 async def index(ctx: Ctx) -> Response:

@@ -12,10 +12,6 @@ GW = "/webgateway"
 IID = "{iid:int}"
 
 
-def _opt(ctx: Ctx, name: str) -> int | None:
-    value = ctx.request.path_params.get(name)
-    return None if value is None else int(value)
-
 
 def sizes(prefix: str) -> tuple[str, ...]:
     """`<prefix>/<iid>/[<w>/[<h>/]]`"""
@@ -28,26 +24,26 @@ def planes(prefix: str) -> tuple[str, ...]:
 
 
 async def render_thumbnail(ctx: Ctx) -> Response:
-    return await iv.thumbnail(ctx, ctx.path_int("iid"), _opt(ctx, "w"), _opt(ctx, "h"))
+    return await iv.thumbnail(ctx, ctx.path_int("iid"), ctx.path_opt("w"), ctx.path_opt("h"))
 
 
 async def get_thumbnail(ctx: Ctx) -> Response:
     image = iv.readable_image(ctx, ctx.path_int("iid"))
-    w, h = _opt(ctx, "w"), _opt(ctx, "h")
+    w, h = ctx.path_opt("w"), ctx.path_opt("h")
     async with ctx.work(iv.thumb_cost(ctx, w, h)):
         return ctx.json(iv.data_uri(iv.thumbnail_bytes(ctx, image, w, h)))
 
 
 async def get_thumbnails(ctx: Ctx) -> Response:
-    return await iv.thumbnail_batch(ctx, _opt(ctx, "w"))
+    return await iv.thumbnail_batch(ctx, ctx.path_opt("w"))
 
 
 async def render_image(ctx: Ctx) -> Response:
-    return await iv.render(ctx, ctx.path_int("iid"), _opt(ctx, "z"), _opt(ctx, "t"), whole=True)
+    return await iv.render(ctx, ctx.path_int("iid"), ctx.path_opt("z"), ctx.path_opt("t"), whole=True)
 
 
 async def render_image_rdef(ctx: Ctx) -> Response:
-    return await iv.render(ctx, ctx.path_int("iid"), _opt(ctx, "z"), _opt(ctx, "t"), whole=True, explicit=True)
+    return await iv.render(ctx, ctx.path_int("iid"), ctx.path_opt("z"), ctx.path_opt("t"), whole=True, explicit=True)
 
 
 async def render_image_region(ctx: Ctx) -> Response:
@@ -102,7 +98,7 @@ def _grid_shape(plate: Plate, layout: str, cells: list[tuple[int, int, dict]]) -
 
 async def plate_grid(ctx: Ctx) -> Response:
     plate = readable_plate(ctx, ctx.path_int("pid"))
-    fld, acq_id = _opt(ctx, "field") or 0, _opt(ctx, "acq")
+    fld, acq_id = ctx.path_opt("field") or 0, ctx.path_opt("acq")
     index = fld
     if acq_id is not None:
         acq = ctx.catalog.acquisitions.get(acq_id)
