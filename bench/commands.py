@@ -84,20 +84,22 @@ def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
             "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
 
 
-def run_plate(args: argparse.Namespace, stack: Stack) -> Report:
-    from bench.scenarios.plate import MODES, PlateScenario
-
-    params = _load_params(args, MODES)
-    meter = Meter(stack, args.load_timeout, _log)
-    try:
-        scenario = PlateScenario(stack, meter)
-        records, primed = run_matrix(stack, meter, scenario, params["targets"], params["modes"],
-                                     [Transport(t) for t in params["transports"]], params["rtts_ms"], args.repeat)
-    finally:
-        meter.close()
-    add_ratios(records)
-    notes = [COLD, CONNECTIONS, RTT, *(f"{name}: filled by {how}" for name, how in primed.items())]
-    return Report("plate-384", _settings(args), {**params, **scenario.describe()}, records, notes)
+def _run_loads(scenario_type: type, modes: tuple[str, ...]) -> Runner:
+    """A Runner for a load scenario (bench.scenarios.plate / .tiles) over the full target matrix."""
+    def run(args: argparse.Namespace, stack: Stack) -> Report:
+        params = _load_params(args, modes)
+        meter = Meter(stack, args.load_timeout, _log)
+        try:
+            scenario = scenario_type(stack, meter)
+            records, primed = run_matrix(stack, meter, scenario, params["targets"], params["modes"],
+                                         [Transport(t) for t in params["transports"]], params["rtts_ms"],
+                                         args.repeat)
+        finally:
+            meter.close()
+        add_ratios(records)
+        notes = [COLD, CONNECTIONS, RTT, *(f"{name}: filled by {how}" for name, how in primed.items())]
+        return Report(scenario.name, _settings(args), {**params, **scenario.describe()}, records, notes)
+    return run
 
 
 def _log(message: str) -> None:
@@ -129,7 +131,7 @@ def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.scenarios.plate import MODES
+    from bench.scenarios import plate, tiles
 
     p = sub.add_parser("plate-384", help="load a 384-well plate: backend direct vs edge vs nginx proxy cache",
                        description="Loads a 384-well plate as OMERO.web clients do: `webclient` (the plate grid, "
@@ -137,6 +139,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(the grid, then one render_thumbnail per well: 1 + 384), over HTTP/1.1 with 6 "
                                    "connections and HTTP/2 on one (h2c and TLS), against the backend direct, the edge "
                                    "and nginx's proxy cache configured like IDR's, each cold and warm.")
-    _add_loads(p, MODES)
+    _add_loads(p, plate.MODES)
     _add_common(p)
-    p.set_defaults(run=_command(run_plate))
+    p.set_defaults(run=_command(_run_loads(plate.PlateScenario, plate.MODES)))
+
+    p = sub.add_parser("tiles", help="a viewer opening a pyramid image, zooming and panning",
+                       description="iviewer's tile requests (render_image_region ?tile=…, derived from imgData) for "
+                                   "a 1280×800 viewport: the whole image at the lowest level, four zoom steps, two "
+                                   "pans; each view's tiles in parallel. Same targets and transports as plate-384.")
+    _add_loads(p, tiles.MODES)
+    _add_common(p)
+    p.set_defaults(run=_command(_run_loads(tiles.TilesScenario, tiles.MODES)))

@@ -125,7 +125,10 @@ class Direct(Target):
 
 
 class _EdgeServer:
-    """One `edge serve` process: plain (HTTP/1.1 + h2c) or TLS (h2 via ALPN)."""
+    """One `edge serve` process: plain (HTTP/1.1 + h2c) or TLS (h2 via ALPN).
+
+    Every target talks to the same OMERO.web port; the edge gets no `--ms`, since the simulated
+    microservice (like the real one) serves no public user and the other targets don't use it."""
 
     def __init__(self, stack: Stack, tls: bool) -> None:
         self.stack, self.tls = stack, tls
@@ -139,7 +142,7 @@ class _EdgeServer:
             # `edge serve --certfile` hands granian str paths where it wants Path objects and exits
             # (edge/cli.py cmd_serve); until that is fixed, run the same app and server settings
             # through granian's own CLI.
-            env.update(EDGE_BACKEND=sim.url, EDGE_MS=sim.ms_url, EDGE_CACHE_DIR=str(cache_dir))
+            env.update(EDGE_BACKEND=sim.url, EDGE_CACHE_DIR=str(cache_dir))
             argv = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", HOST,
                     "--port", str(self.port), "--http", "auto", "--workers", str(s.server_workers),
                     "--backlog", "2048", "--no-access-log", "--http2-max-concurrent-streams", "256",
@@ -147,8 +150,7 @@ class _EdgeServer:
                     "edge.app:app"]
         else:
             argv = console_script("edge") + [
-                "serve", "--bind", f"{HOST}:{self.port}", "--backend", sim.url, "--ms", sim.ms_url,
-                "--cache-dir", str(cache_dir), "--workers", str(s.server_workers), "--server", "granian"]
+                "serve", "--bind", f"{HOST}:{self.port}", "--backend", sim.url, "--cache-dir", str(cache_dir), "--workers", str(s.server_workers), "--server", "granian"]
         self.child = self.stack.children.start("edge", argv, env=env)
         self.child.wait_port(self.port)
         if not self.tls:
