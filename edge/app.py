@@ -22,6 +22,7 @@ from .identity import Identity, Requester, SessionResolver
 from .keys import PUBLIC, BadQuery, digest, has_credentials, key_text, parse_query, thumbnail_key
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
+from .public_session import PublicSession
 from .purge import PurgeRegistry
 from .routes import Kind, Route, Upstream, match
 from .settings import Settings
@@ -64,6 +65,7 @@ class Edge:
         resolver = SessionResolver(s.session_redis_url) if s.session_redis_url else None
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
+        self.public_session = PublicSession(self.upstreams[Upstream.WEB], s.session_cookie, s.public_session_path)
         self._background: set[asyncio.Task] = set()
         self.started = True
 
@@ -238,13 +240,30 @@ class Edge:
         return media in _JSON_TYPES and b"ConcurrencyException" not in entry.body[:200]
 
     async def fetch(self, req: Request, path_qs: str):
-        """A GET for the cache: the public audience is fetched with no credentials at all."""
+        """A GET for the cache. The public audience is fetched with the edge's own public session,
+        never with the requester's cookie; a user audience with the user's own cookie."""
         pool = self.upstreams[req.route.upstream]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.scope["headers"]
                    if k.decode("latin-1") in _FORWARDED_FOR_CACHE]
-        if req.requester.audience != PUBLIC:
-            headers += [("cookie", v.decode("latin-1")) for k, v in req.scope["headers"] if k == b"cookie"]
         headers += _forwarded(req.scope, req.headers)
+        public = req.requester.audience == PUBLIC
+        if not public:
+            headers += [("cookie", v.decode("latin-1")) for k, v in req.scope["headers"] if k == b"cookie"]
+        elif pool is not self.upstreams[Upstream.WEB] and self.public_session.value is None:
+            await self.public_session.renew(None)  # the microservice refuses requests without a session
+        for attempt in (1, 2):
+            session = self.public_session.value if public else None
+            sent = headers + [self.public_session.header()] if session else headers
+            resp = await self._timed(pool, path_qs, sent)
+            if public:
+                self.public_session.learn(resp)
+                if resp.status_code == 403 and attempt == 1 and pool is not self.upstreams[Upstream.WEB]:
+                    await self.public_session.renew(session)
+                    continue
+            return resp
+        return resp
+
+    async def _timed(self, pool: UpstreamPool, path_qs: str, headers: list[tuple[str, str]]):
         started = time.perf_counter()
         try:
             resp = await pool.request("GET", path_qs, headers)
@@ -494,7 +513,7 @@ class Edge:
         found = match(scope["path"])
         pool = self.upstreams[found[0].upstream if found else Upstream.WEB]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.decode("latin-1") not in HOP_BY_HOP]
+                   if k.decode("latin-1") not in HOP_BY_HOP and not k.startswith(b"x-forwarded-")]
         headers += _forwarded(scope, dict(scope["headers"]))
         qs = scope["query_string"].decode("latin-1")
         content = _request_body(receive) if receive is not None and scope["method"] not in ("GET", "HEAD") else None
@@ -547,9 +566,12 @@ _FORWARDED_FOR_CACHE = frozenset({"accept", "x-requested-with", "user-agent", "h
 
 
 def _forwarded(scope: dict, headers: dict[bytes, bytes]) -> list[tuple[str, str]]:
-    client = scope.get("client") or ("", 0)
-    return [("x-forwarded-for", client[0]), ("x-forwarded-proto", scope.get("scheme", "http")),
-            ("x-forwarded-host", headers.get(b"host", b"").decode("latin-1"))]
+    """X-Forwarded-*: extend what a proxy in front (nginx) said, or say it ourselves."""
+    client = (scope.get("client") or ("",))[0]
+    chain = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    return [("x-forwarded-for", f"{chain}, {client}" if chain else client),
+            ("x-forwarded-proto", headers.get(b"x-forwarded-proto", scope.get("scheme", "http").encode()).decode("latin-1")),
+            ("x-forwarded-host", headers.get(b"x-forwarded-host", headers.get(b"host", b"")).decode("latin-1"))]
 
 
 async def _request_body(receive: Receive):
@@ -602,10 +624,24 @@ def create_app(settings: Settings | None = None) -> Edge:
     return Edge(settings or Settings.load())
 
 
-def __getattr__(name: str):
-    # `edge.app:app` is built on first access, so importing edge.app for create_app reads no environment.
-    if name == "app":
-        global app
-        app = create_app()
-        return app
-    raise AttributeError(name)
+class _FromEnvironment:
+    """`edge.app:app`: an Edge configured from EDGE_* / EDGE_CONFIG when the server first calls it,
+    so importing this module reads no environment and a bad setting fails start-up cleanly."""
+
+    def __init__(self) -> None:
+        self.edge: Edge | None = None
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if self.edge is None:
+            try:
+                self.edge = create_app()
+            except ValueError as exc:  # ConfigError: one line naming the setting
+                if scope["type"] == "lifespan":
+                    await receive()
+                    await send({"type": "lifespan.startup.failed", "message": f"edge: error: {exc}"})
+                    return
+                raise
+        await self.edge(scope, receive, send)
+
+
+app = _FromEnvironment()

@@ -63,6 +63,8 @@ class Settings:
     thumb_default_size: int = _doc("OMERO's omero.client.browser.thumb_default_size (folds …/<id>/ into …/<id>/96/).",
                                    96)
     session_cookie: str = _doc("OMERO.web session cookie name (IDR: sessionid_idr).", "sessionid")
+    public_session_path: str = _doc("URL path (inside OMERO.web's public filter) the edge requests to get its own "
+                                    "public-user session.", "/api/v0/m/screens/?limit=1")
     session_redis_url: str = _doc("Redis holding OMERO.web's django-redis sessions; needed to tell users apart.", "")
     access: Literal["public-only", "verified"] = _doc(
         "public-only: cache the public audience only; verified: per-user audiences with read checks.", "public-only")
@@ -128,6 +130,9 @@ class Settings:
             raise ConfigError(f"bind must be host:port (got {self.bind!r})")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("certfile and keyfile go together")
+        for name in ("certfile", "keyfile"):
+            if getattr(self, name) and not os.path.isfile(getattr(self, name)):
+                raise ConfigError(f"{name} {getattr(self, name)} is not a readable file")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if self.upstream_concurrency < 1:
