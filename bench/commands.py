@@ -14,10 +14,11 @@ from bench.clients import Transport
 from bench.measure import LoadFailed, Meter, run_matrix
 from bench.nginx import SKIP_CHOICES, NginxMissing
 from bench.procs import StartError
-from bench.report import COLD, CONNECTIONS, RTT, Report, add_ratios, plot, print_report, write_json
+from bench.report import Report, load_report, print_report, write_json
 from bench.targets import TARGETS, RunSettings, Stack
 
 ERR = Console(stderr=True)
+TRANSPORTS = tuple(t.value for t in Transport)
 Runner = Callable[[argparse.Namespace, Stack], Report]
 
 
@@ -36,6 +37,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected comma-separated integers ≥ 1")
+    return values
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -63,8 +74,7 @@ def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     if len(modes) > 1:
         g.add_argument("--modes", type=_csv(modes), default=list(modes),
                        help=f"comma-separated subset of {','.join(modes)} (default all)")
-    transports = tuple(t.value for t in Transport)
-    g.add_argument("--transports", type=_csv(transports), default=list(transports),
+    g.add_argument("--transports", type=_csv(TRANSPORTS), default=list(TRANSPORTS),
                    help="h1 = HTTP/1.1 on 6 connections, h2 = HTTP/2 cleartext (prior knowledge) on one, "
                         "h2-tls = HTTP/2 over TLS (ALPN) on one (default all; the backend speaks no TLS)")
     g.add_argument("--rtt", type=float, action="append", metavar="MS",
@@ -96,10 +106,18 @@ def _run_loads(scenario_type: type, modes: tuple[str, ...]) -> Runner:
                                          args.repeat)
         finally:
             meter.close()
-        add_ratios(records)
-        notes = [COLD, CONNECTIONS, RTT, *(f"{name}: filled by {how}" for name, how in primed.items())]
-        return Report(scenario.name, _settings(args), {**params, **scenario.describe()}, records, notes)
+        return load_report(scenario.name, _settings(args), {**params, **scenario.describe()}, records,
+                           [f"{name}: filled by {how}" for name, how in primed.items()])
     return run
+
+
+def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.scenarios import hits
+
+    transports = [Transport(t) for t in args.transports]
+    results, table = hits.run_hits(stack, transports, args.concurrency, args.requests, _log)
+    params = {"transports": args.transports, "concurrency": args.concurrency, "requests": args.requests}
+    return Report("hits", _settings(args), params, results, table, hits.NOTES)
 
 
 def _log(message: str) -> None:
@@ -110,8 +128,8 @@ def _finish(args: argparse.Namespace, report: Report) -> None:
     print_report(report)
     if args.json:
         write_json(args.json, report.to_json())
-    if args.plot and report.records:
-        plot(args.plot, report.records, report.scenario)
+    if args.plot and report.plot is not None:
+        report.plot(args.plot)
 
 
 def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
@@ -150,3 +168,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_loads(p, tiles.MODES)
     _add_common(p)
     p.set_defaults(run=_command(_run_loads(tiles.TilesScenario, tiles.MODES)))
+
+    p = sub.add_parser("hits", help="cache-hit throughput and latency with h2load: edge vs nginx static vs proxy cache",
+                       description="h2load against the warm edge, nginx serving the same bytes as static files, and "
+                                   "nginx's warm proxy cache, at several concurrencies: req/s, mean and p99 latency, "
+                                   "server CPU µs per request (from /proc).")
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--concurrency", type=_int_list, default=[1, 10, 100], metavar="N,N,...",
+                   help="requests in flight, comma-separated (default 1,10,100)")
+    g.add_argument("--requests", type=_positive_int, default=20000, help="requests per h2load run (default 20000)")
+    g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
+                   help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")
+    _add_common(p)
+    p.set_defaults(run=_command(run_hits))

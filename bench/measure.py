@@ -47,7 +47,8 @@ class Record:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        return {**out, **out.pop("extra")}
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -11,7 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -74,17 +74,26 @@ def backend_model(settings: RunSettings) -> dict:
 
 @dataclass
 class Report:
+    """One scenario's output: `results` go to JSON as they are, `table` to the terminal."""
     scenario: str
     settings: RunSettings
     params: dict
-    records: list[Record] = field(default_factory=list)
+    results: list[dict]
+    table: Table | None = None
     notes: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    plot: Callable[[str], None] | None = None
 
     def to_json(self) -> dict:
         return {"scenario": self.scenario, "machine": machine(), "backend": backend_model(self.settings),
                 "settings": {**vars(self.settings), **self.params}, "notes": [NOTE, *self.notes],
-                "results": [r.to_json() for r in self.records], **self.extra}
+                "results": self.results}
+
+
+def load_report(scenario: str, settings: RunSettings, params: dict, records: list[Record], notes: list[str]) -> Report:
+    """The report of a load scenario (plate-384, tiles): ratios added, a table and a plot of the records."""
+    add_ratios(records)
+    return Report(scenario, settings, params, [r.to_json() for r in records], records_table(records),
+                  [COLD, CONNECTIONS, RTT, *notes], lambda path: plot(path, records, scenario))
 
 
 def add_ratios(records: list[Record]) -> None:
@@ -118,8 +127,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
                   f"tile {b['costs_ms']['region']:g} ms)")
     for note in (NOTE, *report.notes):
         console.print(f"[dim]{note}[/dim]")
-    if report.records:
-        console.print(records_table(report.records))
+    if report.table is not None:
+        console.print(report.table)
 
 
 def records_table(records: list[Record]) -> Table:

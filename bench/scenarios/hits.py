@@ -1,0 +1,168 @@
+"""`bench hits`: cache-hit throughput and latency under load, measured with h2load.
+
+Three servers answer the same plate's thumbnail URLs from cache: the warm edge, nginx serving
+the very same bytes as static files (the ceiling), and nginx's proxy cache warmed by one pass.
+For each concurrency (requests in flight), h2load runs a fixed number of requests; reported:
+req/s, mean and p99 latency (h2load's per-request log), and the server's CPU time per request
+(utime+stime of its whole process tree from /proc): the figure that carries to other machines.
+The load generator shares the cores with the server, so req/s is partly client-bound;
+CPU µs/request is not. Concurrency c runs as ⌈c/10⌉ connections × c/⌈c/10⌉ streams (h2) or c
+connections (HTTP/1.1).
+"""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from rich.table import Table
+
+from bench.clients import Transport
+from bench.measure import LoadFailed, percentile
+from bench.nginx import Listeners, Nginx, static_conf
+from bench.procs import HOST, Child, free_port, which
+from bench.scenarios.plate import find_plate, warm_plate
+from bench.targets import Edge, NginxCache, Stack
+
+H2LOAD_TIMEOUT = 300.0
+NOTES = ["Each server answers from its cache (the edge warmed by `warm plate`, nginx's proxy cache by one pass over "
+         "the URLs, nginx static from files holding the edge's bytes); backend renders during the runs must be 0.",
+         "server CPU µs/request = utime+stime of the server's process tree over the run ÷ requests; 1e6 ÷ it ≈ "
+         "req/s per dedicated core."]
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime of `root` and all its descendants, in seconds."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = int(fields[11]) + int(fields[12])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(times.get(pid, 0) for pid in tree) / ticks
+
+
+class StaticNginx:
+    """nginx serving files that hold the bytes the edge returned for each URL."""
+
+    name = "nginx-static"
+
+    def __init__(self, stack: Stack, bodies: dict[str, bytes]) -> None:
+        root = stack.fresh_dir("static-root")
+        for path, body in bodies.items():
+            folder = root / path.strip("/")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "body").write_bytes(body)
+        self.listeners = Listeners(free_port(), free_port(), free_port())
+        prefix = stack.fresh_dir("nginx-static")
+        self.nginx = Nginx(stack.children, prefix, self.listeners,
+                           static_conf(prefix, self.listeners, stack.certs, root, stack.settings.server_workers))
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H1: self.listeners.h1, Transport.H2: self.listeners.h2c, Transport.H2_TLS: self.listeners.tls}
+
+
+def h2load(urls: list[str], transport: Transport, concurrency: int, requests: int, log: Path) -> dict:
+    binary = which("h2load")
+    if binary is None:
+        raise LoadFailed("h2load not found: apt-get install nghttp2-client (or `make system-deps`)")
+    if transport is Transport.H1:
+        shape = ["--h1", "-c", str(concurrency), "-m", "1"]
+    else:
+        conns = -(-concurrency // 10)
+        shape = ["-c", str(conns), "-m", str(concurrency // conns)]
+    url_file = log.with_suffix(".urls")
+    url_file.write_text("\n".join(urls) + "\n")
+    argv = [binary, "-n", str(requests), *shape, "-i", str(url_file), f"--log-file={log}"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=H2LOAD_TIMEOUT)
+    out = done.stdout
+    match = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    if done.returncode != 0 or match is None or ok is None:
+        raise LoadFailed(f"h2load failed ({done.returncode}): {' '.join(argv)}\n{out[-1500:]}{done.stderr[-1500:]}")
+    latencies = [int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line.count("\t") >= 2]
+    return {"req_per_s": float(match.group(3)), "succeeded": int(ok.group(1)),
+            "mean_ms": statistics.fmean(latencies), "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 99)}
+
+
+def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int], requests: int,
+             log: Callable[[str], None]) -> tuple[list[dict], Table]:
+    plate = find_plate(stack.sim.info)
+    edge = Edge(stack, warm=True)
+    cache = NginxCache(stack, warm=True)
+    results: list[dict] = []
+    try:
+        edge.start()
+        warm_plate(stack, edge, plate["id"])
+        grid = httpx.get(f"{edge.url}/webgateway/plate/{plate['id']}/0/", timeout=60).json()
+        paths = [f"/webgateway/render_thumbnail/{cell['id']}/" for row in grid["grid"] for cell in row if cell]
+        with httpx.Client(base_url=edge.url, timeout=60) as client:
+            bodies = {path: client.get(path).content for path in paths}
+        static = StaticNginx(stack, bodies)
+        cache.start()
+        with httpx.Client(base_url=f"http://{HOST}:{cache.listeners.h1}", timeout=60) as client:
+            for path in paths:
+                client.get(path).raise_for_status()
+        static.nginx.start()
+        servers: list[tuple[str, dict[Transport, int], Child | None]] = [
+            ("edge-warm", edge.ports(), None), ("nginx-static", static.ports(), static.nginx.child),
+            ("nginx-warm", cache.ports(), cache.nginx.child)]
+        for name, ports, child in servers:
+            for transport in transports:
+                for concurrency in concurrencies:
+                    root = child.pid if child else (edge.tls if transport is Transport.H2_TLS else edge.plain).child.pid
+                    scheme = "https" if transport is Transport.H2_TLS else "http"
+                    urls = [f"{scheme}://{HOST}:{ports[transport]}{p}" for p in paths]
+                    renders, cpu = stack.sim.totals()["renders"], tree_cpu_seconds(root)
+                    figures = h2load(urls, transport, concurrency, requests, stack.tmp / f"h2load-{name}.log")
+                    cpu = tree_cpu_seconds(root) - cpu
+                    row = {"target": name, "transport": transport.value, "concurrency": concurrency,
+                           "requests": requests, **{k: round(v, 3) for k, v in figures.items()},
+                           "cpu_us_per_req": round(cpu / requests * 1e6, 1),
+                           "backend_renders": stack.sim.totals()["renders"] - renders}
+                    results.append(row)
+                    log(f"{name:12} {transport.value:6} c={concurrency:<4} {row['req_per_s']:>9,.0f} req/s "
+                        f"p99 {row['p99_ms']:.2f} ms, {row['cpu_us_per_req']} µs/req")
+        static.nginx.stop()
+    finally:
+        edge.stop()
+        cache.stop()
+    _ratios(results)
+    return results, hits_table(results)
+
+
+def _ratios(results: list[dict]) -> None:
+    static = {(r["transport"], r["concurrency"]): r for r in results if r["target"] == "nginx-static"}
+    for r in results:
+        base = static.get((r["transport"], r["concurrency"]))
+        if base:
+            r["req_per_s_vs_static"] = round(r["req_per_s"] / base["req_per_s"], 2)
+
+
+def hits_table(results: list[dict]) -> Table:
+    table = Table(header_style="bold")
+    for name in ("target", "transport", "in flight", "req/s", "÷ static", "mean ms", "p99 ms", "CPU µs/req",
+                 "renders"):
+        table.add_column(name, justify="left" if name in ("target", "transport") else "right")
+    for r in sorted(results, key=lambda r: (r["transport"], r["concurrency"], r["target"])):
+        table.add_row(r["target"], r["transport"], str(r["concurrency"]), f"{r['req_per_s']:,.0f}",
+                      f"{r.get('req_per_s_vs_static', 0):.2f}", f"{r['mean_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['cpu_us_per_req']:.1f}", str(r["backend_renders"]))
+    return table
