@@ -84,6 +84,22 @@ def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="a load that has not finished after S seconds fails the run (default 120)")
 
 
+def _add_hits_options(p: argparse.ArgumentParser, transports: bool = True) -> None:
+    g = p.add_argument_group("cache-hit load (h2load)")
+    g.add_argument("--concurrency", type=_int_list, default=[1, 10, 100], metavar="N,N,...",
+                   help="requests in flight, comma-separated (default 1,10,100)")
+    g.add_argument("--requests", type=_positive_int, default=20000, help="requests per h2load run (default 20000)")
+    if transports:
+        g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
+                       help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")
+
+
+def _add_warm_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("warmer")
+    g.add_argument("--jobs", type=_int_list, metavar="N,N,...",
+                   help="warmer requests in flight, comma-separated (default 1, workers, 2 × workers)")
+
+
 def _settings(args: argparse.Namespace) -> RunSettings:
     return RunSettings(workers=args.workers, speed=args.speed, scale=args.scale,
                        server_workers=args.server_workers, nginx_skip=args.nginx_skip)
@@ -118,6 +134,32 @@ def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
     results, table = hits.run_hits(stack, transports, args.concurrency, args.requests, _log)
     params = {"transports": args.transports, "concurrency": args.concurrency, "requests": args.requests}
     return Report("hits", _settings(args), params, results, table, hits.NOTES)
+
+
+def run_warm(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.scenarios import warmrun
+
+    jobs = args.jobs or sorted({1, args.workers, 2 * args.workers})
+    results, table = warmrun.run_warm(stack, jobs, _log)
+    return Report("warm", _settings(args), {"jobs": jobs}, results, table, warmrun.NOTES)
+
+
+def run_all(args: argparse.Namespace, stack: Stack) -> Report:
+    """plate-384, tiles, hits and warm on one backend; the JSON holds each scenario's report."""
+    from bench.scenarios import plate, tiles
+
+    reports = [_run_loads(plate.PlateScenario, plate.MODES)(args, stack),
+               _run_loads(tiles.TilesScenario, tiles.MODES)(argparse.Namespace(**{**vars(args), "modes": None}), stack),
+               run_hits(argparse.Namespace(**{**vars(args), "transports": ["h2-tls"]}), stack),
+               run_warm(args, stack)]
+    for report in reports:
+        print_report(report)
+    def plot_all(path: str) -> None:
+        stem = path.removesuffix(".png")
+        for report in reports:
+            if report.plot is not None:
+                report.plot(f"{stem}-{report.scenario}.png")
+    return Report("all", _settings(args), {}, [r.to_json() for r in reports], plot=plot_all)
 
 
 def _log(message: str) -> None:
@@ -173,11 +215,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="h2load against the warm edge, nginx serving the same bytes as static files, and "
                                    "nginx's warm proxy cache, at several concurrencies: req/s, mean and p99 latency, "
                                    "server CPU µs per request (from /proc).")
-    g = p.add_argument_group("what to measure")
-    g.add_argument("--concurrency", type=_int_list, default=[1, 10, 100], metavar="N,N,...",
-                   help="requests in flight, comma-separated (default 1,10,100)")
-    g.add_argument("--requests", type=_positive_int, default=20000, help="requests per h2load run (default 20000)")
-    g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
-                   help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")
+    _add_hits_options(p)
     _add_common(p)
     p.set_defaults(run=_command(run_hits))
+
+    p = sub.add_parser("warm", help="warmer throughput against the backend's capacity",
+                       description="Warms one 384-well plate (all fields) into a fresh edge with `warm plate` at "
+                                   "several --jobs and compares thumbnails rendered per second with what the "
+                                   "backend's workers can render.")
+    _add_warm_options(p)
+    _add_common(p)
+    p.set_defaults(run=_command(run_warm))
+
+    p = sub.add_parser("all", help="plate-384, tiles, hits and warm in one run",
+                       description="Every scenario with its defaults on one simulated backend; --json writes "
+                                   "{\"results\": [one report per scenario]}, --plot FILE.png writes FILE-<scenario>.png.")
+    _add_loads(p, plate.MODES)
+    _add_hits_options(p, transports=False)
+    _add_warm_options(p)
+    _add_common(p)
+    p.set_defaults(run=_command(run_all))

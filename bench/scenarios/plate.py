@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 
 from bench.clients import Session, Tally, Transport
 from bench.measure import LoadFailed, Meter
@@ -80,10 +81,22 @@ class PlateScenario:
         return "one identical load before timing"
 
 
-def warm_plate(stack: Stack, edge: Edge, plate_id: int) -> None:
+def warm_plate(stack: Stack, edge: Edge, plate_id: int, jobs: int | None = None,
+               while_running: Callable[[], None] | None = None) -> None:
+    """`warm plate` through the edge's warm mode, `jobs` requests in flight (default: the backend's workers).
+
+    `while_running` is called repeatedly (about every 20 ms) until the warmer exits."""
     argv = console_script("warm") + [
-        "plate", str(plate_id), "--edge", edge.url, "--token", WARM_TOKEN, "--jobs", str(stack.settings.workers),
+        "plate", str(plate_id), "--edge", edge.url, "--token", WARM_TOKEN, "--jobs", str(jobs or stack.settings.workers),
         "--journal", str(stack.tmp / "warm-journal.sqlite"), "--progress", "none"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=WARM_TIMEOUT)
-    if done.returncode != 0:
-        raise LoadFailed(f"warm plate {plate_id} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        deadline = time.monotonic() + WARM_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if while_running is not None:
+                while_running()
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0]
+    if proc.returncode != 0:
+        raise LoadFailed(f"warm plate {plate_id} failed ({proc.returncode}):\n{output[-3000:]}")
