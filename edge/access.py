@@ -40,10 +40,15 @@ class AccessChecker:
         return await self.allowed_many(requester, objects, public_entries=False)
 
     async def allowed_many(self, requester: Requester, objects, *, public_entries: bool = True) -> bool:
+        return all(await self.each_allowed(requester, objects, public_entries=public_entries))
+
+    async def each_allowed(self, requester: Requester, objects, *, public_entries: bool = True) -> list[bool]:
+        """One verdict per object; entries fetched for the public audience need no check for it."""
+        objects = list(objects)
         if requester.audience == PUBLIC and public_entries:
-            return True
-        checks = [self._check(requester, obj) for obj in objects if obj.split(":")[0] in API_PATHS]
-        return all(await asyncio.gather(*checks)) if checks else True
+            return [True] * len(objects)
+        return list(await asyncio.gather(*(self._check(requester, obj) if obj.split(":")[0] in API_PATHS
+                                           else _true() for obj in objects)))
 
     async def _check(self, requester: Requester, obj: str) -> bool:
         pair = (requester.session or requester.audience or "", obj)
@@ -84,3 +89,7 @@ class AccessChecker:
         ok = resp.status_code == 200
         self.metrics.access_checks.labels("allowed" if ok else "denied").inc()
         return ok
+
+
+async def _true() -> bool:
+    return True

@@ -62,7 +62,8 @@ class Edge:
         owner = f"{id(self)}"
         shared = RedisLock(self.redis, owner) if self.redis else DiskLock(self.disk, owner) if self.disk else None
         self.flights = Flights(shared, s.fill_timeout)
-        resolver = SessionResolver(s.session_redis_url) if s.session_redis_url else None
+        resolver = SessionResolver(s.session_redis_url, memo_ttl=min(5.0, s.access_ttl)) \
+            if s.session_redis_url else None
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
         self.public_session = PublicSession(self.upstreams[Upstream.WEB], s.session_cookie, s.public_session_path)
@@ -142,7 +143,8 @@ class Edge:
             entry = None
         now = time.time()
         if entry is not None and not await self.access.allowed(req.requester, entry, req.objects()):
-            return await self.respond(req, send, _FORBIDDEN, "BYPASS", "")
+            # Not readable by this requester: the backend answers them itself, exactly as without the edge.
+            return await self.passthrough(req.scope, None, send, "denied")
         if entry is not None and entry.is_fresh(now):
             self.metrics.hits.labels(tier).inc()
             return await (self.warm_answer(send, "HIT", entry, tier) if warm else self.respond(req, send, entry, "HIT", tier))
@@ -329,9 +331,10 @@ class Edge:
         warm = self._warm_mode(req.headers)
         refresh_before = warm[1] if warm else 0.0
         fresh_found = {i: e for i, e in found.items() if e.is_fresh(now) and e.stored >= refresh_before}
-        allowed = await self.access.allowed_many(req.requester, [f"image:{i}" for i in fresh_found])
-        if not allowed:
-            return await self.respond(req, send, _FORBIDDEN, "BYPASS", "")
+        verdicts = await self.access.each_allowed(req.requester, [f"image:{i}" for i in fresh_found])
+        for image_id, ok in zip(list(fresh_found), verdicts):
+            if not ok:  # the backend decides for this requester: fetched with their own cookie
+                del fresh_found[image_id]
         missing += [(i, digest(k), k) for i, k in zip(ids, keys) if i in found and i not in fresh_found]
         results: dict[int, str | None] = {i: _data_uri(e) for i, e in fresh_found.items()}
         status = "HIT"
@@ -561,7 +564,6 @@ class Request:
         return tuple(f"{kind}:{self.groups[group]}" for group, kind in self.route.objects if group in self.groups)
 
 
-_FORBIDDEN = Entry.build("", 403, "text/plain", b"", ttl=0, stale=0, epoch=0, tags=(), public=False)
 _FORWARDED_FOR_CACHE = frozenset({"accept", "x-requested-with", "user-agent", "host"})
 
 
