@@ -102,9 +102,7 @@ def listen_address(text: str) -> str:
 
 def ms_regex() -> str:
     """The cacheable routes the edge fetches from omero-ms-image-region, as one nginx regex."""
-    bodies = (re.sub(r"\(\?P<[a-z_]+>", "(?:", r.pattern.lstrip("^").rstrip("$"))
-              for r in ROUTES if r.upstream == Upstream.MS)
-    return "^(?:" + "|".join(f"(?:{body})" for body in bodies) + ")$"
+    return cacheable_regex([r for r in ROUTES if r.upstream == Upstream.MS])
 
 
 def _fill(name: str, **values: object) -> str:

@@ -139,6 +139,8 @@ ROUTES: tuple[Route, ...] = (
     Route("wc.get_thumbnails", rf"^{WC}/get_thumbnails/(?:{_ID.format('w')}/)?$",
           Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{WC}/get_thumbnails/{{w}}/",
           defaults=(("w", "{default_size}"),), thumb_size_group="w", item="wc.render_thumbnail_size"),
+    Route("wc.render_image_zt", rf"^{WC}/render_image/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
+          Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
     Route("wc.render_image",
           rf"^{WC}/render_image/{_ID.format('iid')}/(?:{_ID.format('z')}/(?:{_ID.format('t')}/)?)?$",
           Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, objects=IMG),
@@ -238,7 +240,7 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
     return None
 
 
-def cacheable_regex() -> str:
-    """One regex for every cacheable path (for nginx `location ~`), without group names."""
-    bodies = (re.sub(r"\(\?P<[a-z_]+>", "(", r.pattern.lstrip("^").rstrip("$")) for r in ROUTES)
+def cacheable_regex(routes: tuple[Route, ...] | list[Route] = ROUTES) -> str:
+    """One regex for every path of `routes` (for nginx `location ~`), with no capturing groups."""
+    bodies = (re.sub(r"\(\?P<[a-z_]+>", "(?:", r.pattern.lstrip("^").rstrip("$")) for r in routes)
     return "^(?:" + "|".join(f"(?:{body})" for body in bodies) + ")$"
