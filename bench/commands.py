@@ -127,6 +127,19 @@ def _run_loads(scenario_type: type, modes: tuple[str, ...]) -> Runner:
     return run
 
 
+def run_plate(args: argparse.Namespace, stack: Stack) -> Report:
+    """plate-384 with the bench's own clients, or with headless Chromium (--browser)."""
+    from bench.scenarios import plate
+
+    if not args.browser:
+        return _run_loads(plate.PlateScenario, plate.MODES)(args, stack)
+    from bench.browser import NOTES, run_browser
+
+    params = {**_load_params(args, plate.MODES), "modes": ["webclient"], "transports": ["h2-tls"], "browser": True}
+    records = run_browser(stack, params["targets"], params["rtts_ms"], args.repeat, args.load_timeout, _log)
+    return load_report("plate-384", _settings(args), params, records, NOTES)
+
+
 def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
     from bench.scenarios import hits
 
@@ -148,7 +161,7 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
     """plate-384, tiles, hits and warm on one backend; the JSON holds each scenario's report."""
     from bench.scenarios import plate, tiles
 
-    reports = [_run_loads(plate.PlateScenario, plate.MODES)(args, stack),
+    reports = [run_plate(argparse.Namespace(**{**vars(args), "browser": False}), stack),
                _run_loads(tiles.TilesScenario, tiles.MODES)(argparse.Namespace(**{**vars(args), "modes": None}), stack),
                run_hits(argparse.Namespace(**{**vars(args), "transports": ["h2-tls"]}), stack),
                run_warm(args, stack)]
@@ -200,8 +213,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "connections and HTTP/2 on one (h2c and TLS), against the backend direct, the edge "
                                    "and nginx's proxy cache configured like IDR's, each cold and warm.")
     _add_loads(p, plate.MODES)
+    p.add_argument("--browser", action="store_true",
+                   help="load the plate with headless Chromium instead (webclient mode, HTTP/2 over TLS, the page's "
+                        "own Performance API timing); needs the Debian package chromium")
     _add_common(p)
-    p.set_defaults(run=_command(_run_loads(plate.PlateScenario, plate.MODES)))
+    p.set_defaults(run=_command(run_plate))
 
     p = sub.add_parser("tiles", help="a viewer opening a pyramid image, zooming and panning",
                        description="iviewer's tile requests (render_image_region ?tile=…, derived from imgData) for "

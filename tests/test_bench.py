@@ -1,0 +1,168 @@
+"""The benchmark commands at a tiny size: they run, stop what they start, and write the JSON they promise.
+
+Speed 0 and one repeat: these tests prove the machinery, not the figures (those belong in the
+report of a full run, docs/bench.md).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import commands
+from bench.clients import ClientError, response_status
+from tests.procs import find_binary, script
+
+TINY = ["--speed", "0", "--repeat", "1", "--workers", "4"]
+RECORD_KEYS = {"target", "mode", "transport", "rtt_ms", "median_s", "p95_s", "min_s", "requests", "bytes",
+               "backend_renders"}
+
+needs_nginx = pytest.mark.skipif(find_binary("nginx") is None, reason="nginx not installed (make system-deps)")
+needs_h2load = pytest.mark.skipif(find_binary("h2load") is None, reason="h2load not installed (make system-deps)")
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    done = subprocess.run([script("bench"), *args], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def no_children_left(before: set[int]) -> None:
+    """Every process the command started is gone (nothing leaked onto our ports)."""
+    leaked = [pid for pid in _bench_children() if pid not in before]
+    assert not leaked, f"processes left behind: {leaked}"
+
+
+def _bench_children() -> set[int]:
+    out = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"omero-edge-bench-" in text or b"bench.delayproxy" in text:
+            out.add(int(cmdline.parent.name))
+    return out
+
+
+@needs_nginx
+def test_plate_384_every_target_mode_and_transport(tmp_path: Path) -> None:
+    before = _bench_children()
+    out, png = tmp_path / "plate.json", tmp_path / "plate.png"
+    done = bench("plate-384", *TINY, "--rtt", "0", "--transports", "h1,h2-tls", "--json", str(out), "--plot", str(png))
+    doc = json.loads(out.read_text())
+    results = doc["results"]
+    cells = {(r["target"], r["mode"], r["transport"]) for r in results}
+    assert cells == {(t, m, tr) for t in ("direct", "edge-cold", "edge-warm", "nginx-cold", "nginx-warm")
+                     for m in ("webclient", "per-well") for tr in ("h1", "h2-tls") if (t, tr) != ("direct", "h2-tls")}
+    for r in results:
+        assert RECORD_KEYS <= r.keys()
+        assert r["min_s"] <= r["median_s"] <= r["p95_s"]
+        assert r["bytes"] > 0
+    by = {(r["target"], r["mode"], r["transport"]): r for r in results}
+    wells = by[("direct", "per-well", "h1")]["requests"] - 1
+    assert 300 < wells <= 384
+    assert by[("direct", "webclient", "h1")]["requests"] == 1 + -(-wells // 50)
+    assert by[("edge-warm", "per-well", "h2-tls")]["backend_renders"] == 0       # warm means no backend work
+    assert by[("edge-warm", "webclient", "h1")]["backend_renders"] == 0
+    assert by[("edge-cold", "per-well", "h1")]["backend_renders"] >= wells       # cold means every thumbnail
+    assert by[("nginx-warm", "per-well", "h1")]["backend_renders"] == 1         # IDR's nginx never caches the grid
+    assert doc["settings"]["workers"] == 4 and doc["machine"]["cores"] >= 1
+    assert png.stat().st_size > 1000
+    assert "comparable" in done.stdout
+    no_children_left(before)
+
+
+@needs_nginx
+def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
+    out = tmp_path / "tiles.json"
+    bench("tiles", *TINY, "--rtt", "10", "--targets", "direct,edge-warm,nginx-cold", "--transports", "h2",
+          "--json", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert {r["target"] for r in results} == {"direct", "edge-warm", "nginx-cold"}
+    for r in results:
+        assert r["rtt_ms"] == 10 and r["mode"] == "viewer"
+        assert r["requests"] > 10                       # imgData + the tiles of six views
+        assert r["min_s"] >= 0.010 * 3                  # handshake + imgData + at least one view, each ≥ 1 RTT
+    assert next(r for r in results if r["target"] == "edge-warm")["backend_renders"] == 0
+
+
+@needs_nginx
+@needs_h2load
+def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "hits.json"
+    bench("hits", "--speed", "0", "--requests", "300", "--concurrency", "1,20", "--json", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert {(r["target"], r["concurrency"]) for r in results} == {
+        (t, c) for t in ("edge-warm", "nginx-static", "nginx-warm") for c in (1, 20)}
+    for r in results:
+        assert r["succeeded"] == 300 and r["backend_renders"] == 0
+        assert r["req_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_us_per_req"] >= 0
+
+
+def test_warm_against_backend_capacity(tmp_path: Path) -> None:
+    out = tmp_path / "warm.json"
+    bench("warm", "--speed", "0", "--jobs", "4", "--json", str(out))
+    [row] = json.loads(out.read_text())["results"]
+    assert row["jobs"] == 4 and row["backend_renders"] >= row["images"]
+    assert row["capacity_per_s"] > 0 and row["utilisation"] > 0
+
+
+def test_help_explains_every_flag() -> None:
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            assert action.help, f"bench {name} {action.option_strings} has no help"
+    assert "--browser" in bench("plate-384", "--help").stdout
+
+
+def test_bad_arguments_are_rejected_clearly() -> None:
+    done = subprocess.run([script("bench"), "plate-384", "--targets", "edge-hot"], capture_output=True, text=True)
+    assert done.returncode == 2 and "choose from direct" in done.stderr
+
+
+def test_delay_proxy_adds_the_round_trip() -> None:
+    async def scenario() -> float:
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(1024):
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        from bench.delayproxy import serve
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        target = server.sockets[0].getsockname()[1]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            listen = s.getsockname()[1]
+        stop = asyncio.Event()
+        proxy = asyncio.create_task(serve([(listen, target)], 0.025, stop))
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", listen)
+        writer.write(b"a")
+        await reader.readexactly(1)                     # first exchange pays the handshake RTT too
+        start = time.perf_counter()
+        writer.write(b"b")
+        await reader.readexactly(1)
+        elapsed = time.perf_counter() - start
+        writer.close()
+        stop.set()
+        await proxy
+        server.close()
+        return elapsed
+
+    assert 0.045 <= asyncio.run(scenario()) < 0.2
+
+
+def test_hpack_status_without_dynamic_table() -> None:
+    assert response_status(b"\x88") == 200                       # indexed :status 200
+    assert response_status(b"\x20\x0d\x03302\x0f\x10\x03abc") == 302   # size update, literal :status, other header
+    with pytest.raises(ClientError):
+        response_status(b"\xbe")                                  # index 62: the dynamic table
