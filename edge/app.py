@@ -68,6 +68,7 @@ class Edge:
         self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
         self.public_session = PublicSession(self.upstreams[Upstream.WEB], s.session_cookie, s.public_session_path)
         self._background: set[asyncio.Task] = set()
+        self._hot: dict[tuple, tuple[str, str]] = {}  # (path, query, host) of anonymous GETs → (key, digest)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -111,8 +112,23 @@ class Edge:
     # --- the request path ----------------------------------------------------------------------
     async def handle(self, scope: dict, receive: Receive, send: Send) -> None:
         method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return await self.passthrough(scope, receive, send, "method")
         path = scope["path"]
-        found = match(path) if method in ("GET", "HEAD") else None
+        headers = dict(scope["headers"])
+        anonymous = not (_IDENTITY_HEADERS & headers.keys())
+        if anonymous:
+            # The hot path: a URL seen before, answered from memory with no parsing and no key building.
+            hot = self._hot.get((path, scope["query_string"], headers.get(b"host")))
+            if hot is not None and self.memory is not None:
+                entry = self.memory.get(hot[1])
+                if entry is not None and entry.key == hot[0] and entry.public and entry.fresh_until > time.time():
+                    self.registry.refresh()
+                    if self.registry.valid(entry.tags, entry.epoch):
+                        self.metrics.hot.hits["memory"] += 1
+                        return await self.send_entry(scope, headers, send, entry,
+                                                     self.response_headers(entry, "HIT", "memory", True))
+        found = match(path)
         if found is None:
             return await self.passthrough(scope, receive, send, "uncacheable")
         route, groups = found
@@ -122,7 +138,6 @@ class Edge:
             return await self.passthrough(scope, receive, send, "bad-query")
         if has_credentials(params):
             return await self.passthrough(scope, receive, send, "credentials")
-        headers = dict(scope["headers"])
         requester = await self.identity.requester(headers)
         if requester.audience is None:
             return await self.passthrough(scope, receive, send, requester.reason)
@@ -132,6 +147,10 @@ class Edge:
             return await self.batch(req, send)
         key = key_text(route, path, groups, params, audience=requester.audience, host=host,
                        default_size=self.settings.thumb_default_size)
+        if anonymous:
+            if len(self._hot) >= _HOT_SIZE:
+                self._hot.clear()
+            self._hot[(path, scope["query_string"], headers.get(b"host"))] = (key, digest(key))
         await self.cached(req, key, send)
 
     async def cached(self, req: Request, key: str, send: Send) -> None:
@@ -146,7 +165,7 @@ class Edge:
             # Not readable by this requester: the backend answers them itself, exactly as without the edge.
             return await self.passthrough(req.scope, None, send, "denied")
         if entry is not None and entry.is_fresh(now):
-            self.metrics.hits.labels(tier).inc()
+            self.metrics.hot.hits[tier] += 1
             return await (self.warm_answer(send, "HIT", entry, tier) if warm else self.respond(req, send, entry, "HIT", tier))
         # Warm mode never answers stale: it fills, so the warmer learns whether the entry is fresh now.
         if (entry is not None and not warm and now < entry.stale_until
@@ -353,7 +372,7 @@ class Edge:
             self.metrics.misses.inc()
         else:
             for tier in tier_used:
-                self.metrics.hits.labels(tier).inc()
+                self.metrics.hot.hits[tier] += 1
         body = json.dumps({str(i): results.get(i) for i in ids}, separators=(", ", ": ")).encode()
         entry = Entry.build("", 200, "application/json", body, ttl=0, stale=0, epoch=0, tags=(),
                             public=req.requester.audience == PUBLIC, now=now)
@@ -448,24 +467,41 @@ class Edge:
     # --- answers -------------------------------------------------------------------------------------
     async def respond(self, req: Request, send: Send, entry: Entry, status: str, tier: str,
                       max_age: int | None = None) -> None:
+        public_view = entry.public and req.requester.audience == PUBLIC
+        await self.send_entry(req.scope, req.headers, send, entry,
+                              self.response_headers(entry, status, tier, public_view, max_age))
+
+    def response_headers(self, entry: Entry, status: str, tier: str, public_view: bool,
+                         max_age: int | None = None) -> list[tuple[bytes, bytes]]:
+        """The entry's stored headers plus Cache-Control and X-Edge-*; for hits, built once a second."""
         now = time.time()
+        memoise = status == "HIT" and max_age is None
+        if memoise:
+            memo = entry.prepared
+            if memo is not None and memo[0] == int(now) and memo[1] == tier and memo[2] == public_view:
+                return memo[3]
         headers = list(entry.headers)
         if entry.status == 200 and (status != "MISS" or entry.stored_ok or max_age is not None):
-            scope = "public" if entry.public and req.requester.audience == PUBLIC else "private"
             age = entry.max_age(now) if max_age is None else max_age
-            headers.append((b"cache-control", f"{scope}, max-age={age}".encode()))
+            headers.append((b"cache-control", f"{'public' if public_view else 'private'}, max-age={age}".encode()))
         else:
             headers.append((b"cache-control", b"no-cache"))  # not final (placeholder, error): always ask again
         headers += [(b"x-edge-cache", status.encode()), (b"x-edge-tier", tier.encode())]
-        inm = req.headers.get(b"if-none-match")
+        if memoise:
+            entry.prepared = (int(now), tier, public_view, headers)
+        return headers
+
+    async def send_entry(self, scope: dict, request_headers: dict[bytes, bytes], send: Send, entry: Entry,
+                         headers: list[tuple[bytes, bytes]]) -> None:
+        """304 on a matching If-None-Match, gzip for JSON when accepted, no body for HEAD."""
+        inm = request_headers.get(b"if-none-match")
         if inm and entry.status == 200 and entry.etag.encode() in _etags(inm):
             headers = [h for h in headers if h[0] not in (b"content-length", b"content-type")]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
         body = entry.body
-        if (len(body) > 1024 and b"gzip" in req.headers.get(b"accept-encoding", b"")
-                and entry.content_type().startswith(_JSON_TYPES)):
+        if entry.compressible and b"gzip" in request_headers.get(b"accept-encoding", b""):
             if entry.gzipped is None:
                 entry.gzipped = gzip.compress(body, compresslevel=5)
             body = entry.gzipped
@@ -473,10 +509,10 @@ class Edge:
             headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode()),
                         (b"vary", b"Accept-Encoding")]
         await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        if req.scope["method"] == "HEAD":
+        if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
-        self.metrics.bytes_served.inc(len(body))
+        self.metrics.hot.bytes_served += len(body)
         await send({"type": "http.response.body", "body": body})
 
     async def respond_error(self, req: Request, send: Send, exc: Exception) -> None:
@@ -564,6 +600,8 @@ class Request:
         return tuple(f"{kind}:{self.groups[group]}" for group, kind in self.route.objects if group in self.groups)
 
 
+_IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
+_HOT_SIZE = 200_000
 _FORWARDED_FOR_CACHE = frozenset({"accept", "x-requested-with", "user-agent", "host"})
 
 

@@ -61,10 +61,14 @@ class Entry:
     public: bool = True
     stored_ok: bool = False  # set when the entry went to the tiers (not part of the record)
     size: int = field(init=False)
+    compressible: bool = field(init=False)  # JSON worth gzipping for clients that accept it
     gzipped: bytes | None = None  # JSON bodies compressed once, on the first client that accepts gzip
+    prepared: tuple | None = None  # (second, tier, public, headers) of the last hit answer, reused within a second
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + 256
+        self.compressible = len(self.body) > 1024 and self.content_type().startswith(
+            ("application/json", "text/javascript", "application/javascript"))
 
     @classmethod
     def build(cls, key: str, status: int, content_type: str, body: bytes, *, ttl: float, stale: float,
