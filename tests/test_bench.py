@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import commands
+from bench.browser import chromium
 from bench.clients import ClientError, response_status
 from tests.procs import find_binary, script
 
@@ -166,3 +167,14 @@ def test_hpack_status_without_dynamic_table() -> None:
     assert response_status(b"\x20\x0d\x03302\x0f\x10\x03abc") == 302   # size update, literal :status, other header
     with pytest.raises(ClientError):
         response_status(b"\xbe")                                  # index 62: the dynamic table
+
+
+@needs_nginx
+@pytest.mark.skipif(chromium() is None, reason="Chromium not installed: apt-get install chromium (kept out of "
+                                               "system-deps: ~300 MB)")
+def test_plate_384_in_headless_chromium(tmp_path: Path) -> None:
+    out = tmp_path / "browser.json"
+    bench("plate-384", "--browser", *TINY, "--rtt", "0", "--targets", "direct,edge-warm", "--json", str(out))
+    [record] = json.loads(out.read_text())["results"]            # direct has no TLS: no browser row
+    assert record["target"] == "edge-warm" and record["transport"] == "h2-tls" and record["client"] == "chromium"
+    assert record["backend_renders"] == 0 and record["requests"] > 1 and record["median_s"] > 0
