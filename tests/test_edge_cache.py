@@ -145,3 +145,38 @@ def test_disk_tier_survives_restart(sim: Sim, edges):
     second = edges(cache_dir=first.cache_dir)
     r = second.get(f"/webgateway/render_thumbnail/{iid}/")
     assert (r.headers["x-edge-cache"], r.headers["x-edge-tier"]) == ("HIT", "disk")
+
+
+def test_stale_while_revalidate_refreshes_in_background(sim: Sim, edges):
+    import time
+
+    edge = edges(env={"EDGE_TTL_THUMBNAIL": "1", "EDGE_STALE_WHILE_REVALIDATE": "60"})
+    iid = thumbs(sim, 10)[9]
+    path = f"/webgateway/render_thumbnail/{iid}/"
+    assert edge.get(path).headers["x-edge-cache"] == "MISS"
+    time.sleep(1.2)
+    before = sim.stats()["renders"].get("render_thumbnail", 0)
+    stale = edge.get(path)
+    assert stale.status_code == 200 and stale.headers["x-edge-cache"] == "STALE"
+    deadline = time.monotonic() + 5
+    while edge.get(path).headers["x-edge-cache"] != "HIT" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert edge.get(path).headers["x-edge-cache"] == "HIT"
+    assert sim.stats()["renders"].get("render_thumbnail", 0) - before == 1
+
+
+def test_several_backends_balanced_past_a_dead_one(sim: Sim, edges):
+    edge = edges("--backend", "http://127.0.0.1:9", env={"EDGE_BREAKER_FAILURES": "100"})
+    ids = sim.info["public_images"][:6]
+    responses = [edge.get(f"/webgateway/render_thumbnail/{i}/32/") for i in ids]
+    assert all(r.status_code == 200 for r in responses)
+
+
+def test_upstream_timeout_is_504(sim: Sim, edges):
+    edge = edges(env={"EDGE_READ_TIMEOUT": "0.3", "EDGE_BREAKER_FAILURES": "100"})
+    sim.faults(latency_ms=1500)
+    try:
+        r = edge.get(f"/webgateway/render_thumbnail/{thumbs(sim)[0]}/48/")
+    finally:
+        sim.faults()
+    assert r.status_code == 504 and b"timed out" in r.content
