@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The simulated OMERO, and the edge in front of it on its embedded disk cache."""
     sim_port, edge_port = args.sim_port, args.port
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     sim = subprocess.Popen([sys.executable, "-m", "bench", "sim", "--host", "127.0.0.1", "--port", str(sim_port),
                             "--scale", args.scale, "--workers", "4", "--speed", str(args.speed)])
     env = {**os.environ, "EDGE_BACKEND": f"http://127.0.0.1:{sim_port}", "EDGE_BIND": f"127.0.0.1:{edge_port}",
@@ -91,7 +92,7 @@ omero-edge demo is running (Ctrl-C stops it):
   plate browser through the edge   http://127.0.0.1:{edge_port}/
   the same, straight from OMERO    http://127.0.0.1:{sim_port}/   (simulated OMERO.web, {args.scale} data set)
   edge health / metrics            http://127.0.0.1:{edge_port}/_edge/health   /_edge/metrics
-  try: curl -sI http://127.0.0.1:{edge_port}/webgateway/render_thumbnail/1/ | grep -i x-edge
+  try: curl -sI http://127.0.0.1:{edge_port}/webgateway/render_thumbnail/1000001/ | grep -i x-edge
 """, flush=True)
         while sim.poll() is None and edge.poll() is None:
             time.sleep(0.5)
@@ -107,6 +108,10 @@ omero-edge demo is running (Ctrl-C stops it):
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_for(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> None:
