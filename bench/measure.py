@@ -123,6 +123,24 @@ class Meter:
         return record
 
 
+class Primer:
+    """Untimed loads that fill warm targets: each (target, key) once, unproxied."""
+
+    def __init__(self, meter: Meter, load: Load) -> None:
+        self.meter, self.load = meter, load
+        self.done: set[tuple[int, str]] = set()
+
+    def first(self, target: Target, key: str) -> bool:
+        """True the first time (target, key) is seen; for fills that are not a load (the warmer)."""
+        seen = (id(target), key) in self.done
+        self.done.add((id(target), key))
+        return not seen
+
+    def load_once(self, target: Target, mode: str, transport: Transport, key: str) -> None:
+        if self.first(target, key):
+            self.meter.once(self.load, mode, target, transport, proxied=False)
+
+
 @contextmanager
 def running(target: Target, rtt_ms: float) -> Iterator[Target]:
     """The target started (behind a delay proxy when rtt_ms > 0), and stopped afterwards."""

@@ -137,20 +137,12 @@ class _EdgeServer:
 
     def start(self, cache_dir: Path) -> None:
         s, sim = self.stack.settings, self.stack.sim
-        env = {"EDGE_WARM_TOKEN": WARM_TOKEN, "EDGE_PURGE_TOKEN": PURGE_TOKEN}
+        argv = console_script("edge") + [
+            "serve", "--bind", f"{HOST}:{self.port}", "--backend", sim.url, "--cache-dir", str(cache_dir),
+            "--workers", str(s.server_workers), "--server", "granian"]
         if self.tls:
-            # `edge serve --certfile` hands granian str paths where it wants Path objects and exits
-            # (edge/cli.py cmd_serve); until that is fixed, run the same app and server settings
-            # through granian's own CLI.
-            env.update(EDGE_BACKEND=sim.url, EDGE_CACHE_DIR=str(cache_dir))
-            argv = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", HOST,
-                    "--port", str(self.port), "--http", "auto", "--workers", str(s.server_workers),
-                    "--backlog", "2048", "--no-access-log", "--http2-max-concurrent-streams", "256",
-                    "--ssl-certificate", str(self.stack.certs.cert), "--ssl-keyfile", str(self.stack.certs.key),
-                    "edge.app:app"]
-        else:
-            argv = console_script("edge") + [
-                "serve", "--bind", f"{HOST}:{self.port}", "--backend", sim.url, "--cache-dir", str(cache_dir), "--workers", str(s.server_workers), "--server", "granian"]
+            argv += ["--certfile", str(self.stack.certs.cert), "--keyfile", str(self.stack.certs.key)]
+        env = {"EDGE_WARM_TOKEN": WARM_TOKEN, "EDGE_PURGE_TOKEN": PURGE_TOKEN}
         self.child = self.stack.children.start("edge", argv, env=env)
         self.child.wait_port(self.port)
         if not self.tls:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from bench.clients import Session, Tally, Transport
-from bench.measure import LoadFailed, Meter
+from bench.measure import LoadFailed, Meter, Primer
 from bench.procs import console_script
 from bench.targets import WARM_TOKEN, Edge, Stack, Target
 
@@ -39,10 +39,10 @@ class PlateScenario:
     modes = MODES
 
     def __init__(self, stack: Stack, meter: Meter) -> None:
-        self.stack, self.meter = stack, meter
+        self.stack = stack
         self.plate = find_plate(stack.sim.info)
         self.field = 0
-        self.primed: set[tuple[int, str]] = set()
+        self.primer = Primer(meter, self.load)
 
     def describe(self) -> dict:
         p = self.plate
@@ -71,13 +71,13 @@ class PlateScenario:
     def prime(self, target: Target, mode: str, transport: Transport) -> str:
         """Fill a warm target once; returns how (for the report)."""
         if isinstance(target, Edge):
-            if (id(target), "") not in self.primed:
+            if self.primer.first(target, "warmer"):
                 warm_plate(self.stack, target, self.plate["id"])
-                self.primed.add((id(target), ""))
-            return "warm plate (the product's warmer) through the edge's warm mode"
-        if (id(target), mode) not in self.primed:
-            self.meter.once(self.load, mode, target, transport, proxied=False)
-            self.primed.add((id(target), mode))
+            if transport is Transport.H2_TLS:
+                self.primer.load_once(target, mode, transport, "tls")
+            return ("`warm plate` through the edge's warm mode (plain server); the TLS server shares its disk tier "
+                    "and one untimed load through it brings the entries into its memory tier (no backend work)")
+        self.primer.load_once(target, mode, transport, mode)
         return "one identical load before timing"
 
 
@@ -85,7 +85,8 @@ def warm_plate(stack: Stack, edge: Edge, plate_id: int, jobs: int | None = None,
                while_running: Callable[[], None] | None = None) -> None:
     """`warm plate` through the edge's warm mode, `jobs` requests in flight (default: the backend's workers).
 
-    `while_running` is called repeatedly (about every 20 ms) until the warmer exits."""
+    It goes through the plain server (the warmer has no way to trust the run's private CA); the
+    TLS server shares the disk tier. `while_running` is called about every 20 ms until it exits."""
     argv = console_script("warm") + [
         "plate", str(plate_id), "--edge", edge.url, "--token", WARM_TOKEN, "--jobs", str(jobs or stack.settings.workers),
         "--journal", str(stack.tmp / "warm-journal.sqlite"), "--progress", "none"]

@@ -15,8 +15,8 @@ import math
 from urllib.parse import quote
 
 from bench.clients import Session, Tally, Transport
-from bench.measure import LoadFailed, Meter
-from bench.targets import Stack, Target
+from bench.measure import LoadFailed, Meter, Primer
+from bench.targets import Edge, Stack, Target
 
 VIEWPORT = (1280, 800)
 ZOOM_STEPS = 4
@@ -74,12 +74,12 @@ class TilesScenario:
     modes = MODES
 
     def __init__(self, stack: Stack, meter: Meter) -> None:
-        self.stack, self.meter = stack, meter
+        self.stack = stack
         images = stack.sim.info.get("pyramid_images") or []
         if not images:
             raise LoadFailed("the simulated OMERO has no pyramid image")
         self.image_id = images[0]
-        self.primed: set[int] = set()
+        self.primer = Primer(meter, self.load)
 
     def describe(self) -> dict:
         return {"image_id": self.image_id, "viewport": list(VIEWPORT), "zoom_steps": ZOOM_STEPS}
@@ -96,7 +96,7 @@ class TilesScenario:
         return tally
 
     def prime(self, target: Target, mode: str, transport: Transport) -> str:
-        if id(target) not in self.primed:
-            self.meter.once(self.load, mode, target, transport, proxied=False)
-            self.primed.add(id(target))
-        return "one identical viewer visit before timing"
+        """One untimed visit; the edge's plain and TLS servers have their own memory tiers, so one each."""
+        key = "tls" if isinstance(target, Edge) and transport is Transport.H2_TLS else "plain"
+        self.primer.load_once(target, mode, transport, key)
+        return "one identical viewer visit before timing (per edge server)"
