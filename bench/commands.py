@@ -6,6 +6,7 @@ edge, nginx, delay proxies) and stops it all by PID when it ends, even on errors
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Callable
 
 from rich.console import Console
@@ -106,7 +107,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
 
 
 def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
-    return {"targets": args.targets, "modes": getattr(args, "modes", list(modes)), "transports": args.transports,
+    return {"targets": args.targets, "modes": getattr(args, "modes", None) or list(modes), "transports": args.transports,
             "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
 
 
@@ -161,12 +162,14 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
     """plate-384, tiles, hits and warm on one backend; the JSON holds each scenario's report."""
     from bench.scenarios import plate, tiles
 
-    reports = [run_plate(argparse.Namespace(**{**vars(args), "browser": False}), stack),
-               _run_loads(tiles.TilesScenario, tiles.MODES)(argparse.Namespace(**{**vars(args), "modes": None}), stack),
-               run_hits(argparse.Namespace(**{**vars(args), "transports": ["h2-tls"]}), stack),
-               run_warm(args, stack)]
-    for report in reports:
-        print_report(report)
+    runs: list[tuple[Runner, dict]] = [(run_plate, {"browser": False}),
+                                       (_run_loads(tiles.TilesScenario, tiles.MODES), {"modes": None}),
+                                       (run_hits, {"transports": ["h2-tls"]}), (run_warm, {})]
+    reports = []
+    for runner, overrides in runs:
+        reports.append(runner(argparse.Namespace(**{**vars(args), **overrides}), stack))
+        print_report(reports[-1])         # as each finishes: a later failure keeps the earlier tables
+
     def plot_all(path: str) -> None:
         stem = path.removesuffix(".png")
         for report in reports:
@@ -187,8 +190,13 @@ def _finish(args: argparse.Namespace, report: Report) -> None:
         report.plot(args.plot)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        signal.signal(signal.SIGTERM, _interrupt)       # stop what we started on SIGTERM too, not only Ctrl-C
         try:
             with Stack(_settings(args)) as stack:
                 report = runner(args, stack)
