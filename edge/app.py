@@ -50,12 +50,21 @@ class Edge:
     async def startup(self) -> None:
         s = self.settings
         self.memory = MemoryTier(s.memory_size) if s.memory_size else None
-        self.disk = DiskTier(s.cache_dir, s.disk_size) if s.cache_dir else None
+        self.disk = None
+        if s.cache_dir:
+            try:
+                self.disk = DiskTier(s.cache_dir, s.disk_size)
+            except Exception as exc:  # noqa: BLE001 - a full or broken directory must not stop the edge
+                log.warning("disk tier %s unavailable at start-up, running without L1: %s", s.cache_dir, exc)
         self.redis = RedisTier(s.redis_url, s.redis_max_body) if s.redis_url else None
         if self.redis is not None and not await self.redis.ping():
             log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
                         _safe_url(s.redis_url))
-        self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url)
+        try:
+            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url)
+        except OSError as exc:
+            log.warning("purge log in %s unavailable at start-up, purges stay in this process: %s", s.cache_dir, exc)
+            self.registry = PurgeRegistry(None, s.redis_url)
         await self.registry.start()
         self.upstreams = {Upstream.WEB: UpstreamPool("omero-web", s.backend, s)}
         self.upstreams[Upstream.MS] = UpstreamPool("omero-ms", s.ms, s) if s.ms else self.upstreams[Upstream.WEB]
