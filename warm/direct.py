@@ -9,10 +9,9 @@ registry in the same Redis, so a purge issued during the run still wins.
 """
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import urlsplit
-
-import httpx
 
 from edge.app import Edge, Request, _safe_url
 from edge.entry import Entry
@@ -23,6 +22,7 @@ from edge.routes import Kind, match
 from edge.settings import Settings
 from edge.tiers import RedisTier
 
+from .http1 import Http1Pool, HttpError, Response
 from .model import FAIL, OK, SKIP, Fatal, Item, Outcome, Retryable
 
 _PUBLIC = Requester(PUBLIC)
@@ -38,17 +38,15 @@ class DirectTarget:
         self.host = settings.public_base_url or host
         self.refresh_before = refresh_before
         self.backend = backend.rstrip("/")
-        self.client = httpx.AsyncClient(base_url=self.backend, timeout=timeout, trust_env=False,
-                                        headers={"host": host, "user-agent": "omero-edge-warm"},
-                                        limits=httpx.Limits(max_connections=jobs + 2))
+        self.http = Http1Pool(self.backend, {"host": host}, size=jobs + 2, timeout=timeout)
 
     async def check(self) -> None:
         if not await self.redis.ping():
             raise Fatal(f"cannot reach Redis at {_safe_url(self.redis.url)}: {self.redis.last_error}")
         try:
-            await self.client.get("/api/v0/")
-        except httpx.HTTPError as exc:
-            raise Fatal(f"cannot reach the backend at {self.backend}: {type(exc).__name__} {exc}".strip()) from None
+            await self.http.get("/api/v0/")
+        except HttpError as exc:
+            raise Fatal(f"cannot reach the backend at {self.backend}: {exc}") from None
         await self.registry.start()
 
     def _usable(self, entry: Entry | None) -> bool:
@@ -61,15 +59,13 @@ class DirectTarget:
             raise LookupError(path)
         return Request({}, route, groups, parse_query(query.encode()), _PUBLIC, {}, self.host)
 
-    async def _fetch(self, url: str) -> httpx.Response:
+    async def _fetch(self, url: str) -> Response:
         try:
-            resp = await self.client.get(url)
-        except httpx.TimeoutException:
-            raise Retryable(0, "backend timed out") from None
-        except httpx.HTTPError as exc:
-            raise Retryable(0, f"backend: {type(exc).__name__} {exc}".strip()) from None
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise Retryable(resp.status_code, f"backend answered {resp.status_code}")
+            resp = await self.http.get(url)
+        except HttpError as exc:
+            raise Retryable(0, f"backend: {exc}") from None
+        if resp.status >= 500 or resp.status == 429:
+            raise Retryable(resp.status, f"backend answered {resp.status}")
         return resp
 
     async def _store(self, d: str, entry: Entry) -> None:
@@ -93,10 +89,11 @@ class DirectTarget:
         epoch, started = self.registry.epoch(), time.time()
         resp = await self._fetch(item.url)
         content_type = resp.headers.get("content-type", "")
-        extra = [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")]
-        entry = self.edge.make_entry(req, key, resp.status_code, content_type, resp.content, epoch, started, extra)
-        if resp.status_code != 200:
-            return Outcome(FAIL, resp.status_code, f"backend answered {resp.status_code}")
+        version = resp.headers.get("x-omero-apiversion")
+        extra = [(b"x-omero-apiversion", version.encode())] if version else []
+        entry = self.edge.make_entry(req, key, resp.status, content_type, resp.body, epoch, started, extra)
+        if resp.status != 200:
+            return Outcome(FAIL, resp.status, f"backend answered {resp.status}")
         if not self.edge.storable(req.route, entry, content_type):
             return Outcome(FAIL, 200, "answered but not storable (a placeholder?)")
         if len(entry.body) > self.settings.redis_max_body:
@@ -116,12 +113,14 @@ class DirectTarget:
             return Outcome(SKIP, 200)
         epoch, started = self.registry.epoch(), time.time()
         resp = await self._fetch(urlsplit(item.url).path + "?" + "&".join(f"id={i}" for i, _, _ in missing))
-        if resp.status_code != 200:
-            return Outcome(FAIL, resp.status_code, f"backend answered {resp.status_code}")
+        if resp.status != 200:
+            return Outcome(FAIL, resp.status, f"backend answered {resp.status}")
         try:
-            data = resp.json()
+            data = json.loads(resp.body)
         except ValueError:
-            raise Retryable(200, "backend sent an invalid batch") from None
+            data = None
+        if not isinstance(data, dict):
+            raise Retryable(200, "backend sent an invalid batch")
         stored = 0
         for image_id, d, key in missing:
             entry = self.edge._thumb_entry(req, key, image_id, data.get(str(image_id)), epoch, started)
@@ -131,7 +130,7 @@ class DirectTarget:
         return Outcome(OK, 200, "", stored, len(missing))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()
         await self.redis.close()
         await self.registry.close()
 

@@ -1,9 +1,12 @@
 """Enumeration from the JSON API v0 (omero-web-api.md §2), streaming.
 
 Listings are walked page by page with the server's own `maxLimit` (learned from `meta`, so IDR's
-1000 is used where it is set) and rows are consumed as they arrive: only one plate's wells or one
-dataset's image ids are held at a time. Reads go through the edge by default (plain GETs, so the
-edge's cache and backend protection apply) or straight to `--backend` in direct mode.
+1000 is used where it is set) and rows are consumed as they arrive: only one plate's or one
+dataset's image ids are held at a time. A plate's images come from its grids, not its wells
+listing: the grid is what the plate view loads (so it is warmed on the way), lists exactly the ids
+it batches in row-major order, and is ~25x smaller than wells with their images. Reads go through
+the edge by default (plain GETs, so the edge's cache and backend protection apply) or straight to
+`--backend` in direct mode.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from .dates import omero_time
-from .model import ImageList, PlateLayout, Ref
+from .model import API, GRID, ImageList, PlateLayout, Ref
 from .retry import delay
 
 START_LIMIT = 500  # omero.web.api.max_limit default; replaced by meta.maxLimit after the first page
@@ -38,7 +41,8 @@ class ApiClient:
                                         limits=httpx.Limits(max_connections=4), trust_env=False)
         self.retries = retries
 
-    async def get_json(self, url: str, params: dict | None = None) -> dict:
+    async def get(self, url: str, params: dict | None = None) -> tuple[dict, str]:
+        """(JSON document, the edge's X-Edge-Cache header or "" when read from the backend)."""
         for attempt in range(self.retries + 1):
             try:
                 resp = await self.client.get(url, params=params)
@@ -47,7 +51,7 @@ class ApiClient:
             else:
                 if resp.status_code == 200:
                     try:
-                        return resp.json()
+                        return resp.json(), resp.headers.get("x-edge-cache", "")
                     except ValueError:
                         raise SourceError(url, 200, "answer is not JSON") from None
                 status, reason = resp.status_code, resp.text[:200].strip() or f"HTTP {resp.status_code}"
@@ -56,6 +60,9 @@ class ApiClient:
             if attempt < self.retries:
                 await asyncio.sleep(delay(attempt))
         raise SourceError(url, status, reason)
+
+    async def get_json(self, url: str, params: dict | None = None) -> dict:
+        return (await self.get(url, params))[0]
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -94,11 +101,12 @@ class ApiSource:
     def _rows(self, path: str, query: dict | None = None) -> Rows:
         return Rows(self.api, path, query, self.limit)
 
-    def _kept(self, image: dict) -> bool:
-        """Images older than --since are left out; an image without a date is kept (it may be new)."""
+    def _kept(self, date: object, seconds: bool = False) -> bool:
+        """Images older than --since are left out; an image without a date is kept (it may be new).
+        API objects carry AcquisitionDate in ms; grid cells carry `date` in seconds."""
         if self.since is None:
             return True
-        when = omero_time(image.get("AcquisitionDate"))
+        when = omero_time(date * 1000 if seconds and isinstance(date, (int, float)) else date)
         return when is None or when >= self.since
 
     async def children(self, kind: str, parent: int | None = None) -> tuple[list[int], int]:
@@ -115,40 +123,38 @@ class ApiSource:
         self.limit = rows.limit
         return ids, rows.total
 
-    async def plate(self, ref: Ref, need_runs: bool) -> PlateLayout | None:
-        """Field → row-major image ids from the wells listing (a well's WellSamples are its fields in order)."""
-        cells: dict[int, list[tuple[int, int, int]]] = {}
-        per_run: dict[int, dict[int, int]] = {}
-        n_fields = 0
-        wells = self._rows(f"/api/v0/m/plates/{ref.id}/wells/")
-        async for well in wells:
-            samples = well.get("WellSamples") or []
-            n_fields = max(n_fields, len(samples))
-            for f, sample in enumerate(samples):
-                image = sample.get("Image") or {}
-                if "@id" in image and self._kept(image):
-                    cells.setdefault(f, []).append((well.get("Row", 0), well.get("Column", 0), image["@id"]))
-                run = (sample.get("PlateAcquisition") or {}).get("@id")
-                if run is not None:
-                    counts = per_run.setdefault(run, {})
-                    counts[well["@id"]] = counts.get(well["@id"], 0) + 1
-        if not cells and self.since is not None:
+    async def plate(self, ref: Ref, kinds: frozenset[str]) -> PlateLayout | None:
+        """The plate's fields from `omero:wellsampleIndex`, each field's image ids from its grid (the
+        plate view's own request, a fraction of the wells listing's size), runs from its listing."""
+        pid = ref.id
+        plate = (await self.api.get_json(f"/api/v0/m/plates/{pid}/")).get("data") or {}
+        span = plate.get("omero:wellsampleIndex")
+        n_fields = span[1] + 1 if isinstance(span, list) and len(span) == 2 else 1
+        fields, fetched = [], {}
+        for f in range(n_fields):
+            url = f"/webgateway/plate/{pid}/{f}/"
+            grid, cache = await self.api.get(url)
+            fetched[url] = cache
+            fields.append([cell["id"] for row in grid.get("grid") or [] for cell in row
+                           if cell and self._kept(cell.get("date"), seconds=True)])
+        if self.since is not None and not any(fields):
             return None
-        fields = [[image for _, _, image in sorted(cells.get(f, []))] for f in range(n_fields)]
         runs: list[tuple[int, int]] = []
-        if need_runs:
-            async for acq in self._rows(f"/api/v0/m/plates/{ref.id}/plateacquisitions/"):
+        if kinds & {GRID, API}:  # runs: their grids and their listing
+            async for acq in self._rows(f"/api/v0/m/plates/{pid}/plateacquisitions/"):
                 span = acq.get("omero:wellsampleIndex")
-                n = span[1] - span[0] + 1 if isinstance(span, list) and len(span) == 2 \
-                    else max(per_run.get(acq["@id"], {}).values(), default=0)
-                runs.append((acq["@id"], n))
-        return PlateLayout(wells.total, fields, runs)
+                runs.append((acq["@id"], span[1] - span[0] + 1 if isinstance(span, list) and len(span) == 2 else 1))
+        wells = 0
+        if API in kinds:  # the wells listing's size, without its rows (limit=0 returns only counts)
+            meta = (await self.api.get_json(f"/api/v0/m/plates/{pid}/wells/", {"limit": 0})).get("meta") or {}
+            wells = int(meta.get("totalCount", 0))
+        return PlateLayout(wells, fields, runs, fetched)
 
     async def images(self, ref: Ref) -> ImageList | None:
         """A dataset's images (or the orphaned ones), in listing order."""
         rows = self._rows("/api/v0/m/images/", {"orphaned": "true"}) if ref.kind == "orphans" \
             else self._rows(f"/api/v0/m/datasets/{ref.id}/images/")
-        ids = [row["@id"] async for row in rows if self._kept(row)]
+        ids = [row["@id"] async for row in rows if self._kept(row.get("AcquisitionDate"))]
         if not ids and self.since is not None:
             return None
         return ImageList(ids, rows.total)

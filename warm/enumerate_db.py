@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from .model import ImageList, PlateLayout, Ref
+from .model import API, GRID, ImageList, PlateLayout, Ref
 
 
 class DbError(Exception):
@@ -73,7 +73,7 @@ class DbSource:
         ids = [row[0] for row in await self._all(sql, parent=parent)]
         return ids, len(ids)
 
-    async def plate(self, ref: Ref, need_runs: bool) -> PlateLayout | None:
+    async def plate(self, ref: Ref, kinds: frozenset[str]) -> PlateLayout | None:
         rows = await self._all(
             'SELECT w."row", w."column", w.id, ws.well_index, ws.image, ws.plateacquisition, '
             "extract(epoch FROM i.acquisitiondate)::float8 FROM well w JOIN wellsample ws ON ws.well = w.id "
@@ -94,7 +94,7 @@ class DbSource:
             return None
         fields = [[image for _, _, image in sorted(cells.get(f, []))] for f in range(n_fields)]
         runs = []
-        if need_runs:
+        if kinds & {GRID, API}:  # runs: their grids and their listing
             for (run,) in await self._all("SELECT id FROM plateacquisition WHERE plate = %(plate)s ORDER BY id",
                                           plate=ref.id):
                 runs.append((run, max(per_run.get(run, {}).values(), default=0)))

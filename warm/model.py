@@ -43,6 +43,7 @@ class PlateLayout:
     wells: int  # rows in the plate's wells listing
     fields: list[list[int]]  # fields[f] = image ids of field f, row-major (the grid's order)
     acquisitions: list[tuple[int, int]] = field(default_factory=list)  # (acquisition id, fields in it)
+    fetched: dict[str, str] = field(default_factory=dict)  # grid URL → X-Edge-Cache of the read that listed it
 
 
 @dataclass(slots=True)

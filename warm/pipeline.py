@@ -9,23 +9,26 @@ each, planned and queued as the runner drains the queue. Memory stays at one obj
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .enumerate_api import ApiClient, SourceError
 from .journal import Journal
-from .model import API, FAIL, GRID, OK, SKIP, ImageList, Item, Outcome, PlateLayout, Ref
+from .model import API, FAIL, OK, SKIP, ImageList, Item, Outcome, PlateLayout, Ref
 from .plan import Planner
 from .progress import Counters
 from .shard import Shard
 
 IMAGES_PER_REF = 500  # `warm images`: ids are grouped into refs of this many (10 batches)
+LOOKAHEAD = 4  # objects being listed ahead of the one being planned
 
 
 class Source(Protocol):
     async def children(self, kind: str, parent: int | None = None) -> tuple[list[int], int]: ...
-    async def plate(self, ref: Ref, need_runs: bool) -> PlateLayout | None: ...
+    async def plate(self, ref: Ref, kinds: frozenset[str]) -> PlateLayout | None: ...
     async def images(self, ref: Ref) -> ImageList | None: ...
 
 
@@ -118,13 +121,25 @@ class Tracker:
             del self.pending[obj]
 
 
+Record = Callable[[Item, Outcome, int, float], None]
+
+
 class Feeder:
-    """Phase two: expand each ref, plan it, and queue what the journal has not finished."""
+    """Phase two: expand each ref, plan it, and queue what the journal has not finished.
+
+    `record` (the run's completion callback) receives what needs no request: an enumeration failure,
+    and a plate grid the edge answered while listing the plate (its X-Edge-Cache tells OK or Skip),
+    unless `refresh` asks for every entry to be fetched again. Without `record` (a dry run) those
+    grids are yielded like any other item.
+    """
 
     def __init__(self, source: Source, api: ApiClient, planner: Planner, counters: Counters, *,
-                 journal: Journal | None = None, retry_failed: bool = False, limit: int | None = None) -> None:
+                 journal: Journal | None = None, record: Record | None = None, refresh: bool = False,
+                 retry_failed: bool = False, limit: int | None = None) -> None:
         self.source, self.api, self.planner, self.c = source, api, planner, counters
         self.journal = journal
+        self.record = record
+        self.refresh = refresh
         self.tracker = Tracker(journal) if journal is not None else None
         self.retry_failed = retry_failed
         self.limit = limit
@@ -139,37 +154,66 @@ class Feeder:
         if not self.planner.needs_children(ref):
             return None
         if ref.kind == "plate":
-            return await self.source.plate(ref, need_runs=bool(self.planner.kinds & {GRID, API}))
+            return await self.source.plate(ref, self.planner.kinds)
         if ref.kind == "tiles":
             return await self.api.get_json(f"/webgateway/imgData/{ref.id}/")
         return await self.source.images(ref)
 
+    async def expanded(self, refs: Iterable[Ref]) -> AsyncIterator[tuple[Ref, object]]:
+        """(ref, detail or SourceError) in order, with up to LOOKAHEAD expansions in flight, so listing
+        the next plates overlaps the warming of this one instead of starving the runner."""
+        pending: deque[tuple[Ref, asyncio.Future]] = deque()
+        upcoming = iter(refs)
+
+        def launch() -> None:
+            ref = next(upcoming, None)
+            if ref is not None:
+                pending.append((ref, asyncio.ensure_future(self.expand(ref))))
+
+        for _ in range(LOOKAHEAD):
+            launch()
+        try:
+            while pending:
+                ref, task = pending.popleft()
+                launch()
+                try:
+                    yield ref, await task
+                except SourceError as exc:
+                    yield ref, exc
+        finally:
+            for _, task in pending:
+                task.cancel()
+
     async def items(self, refs: Iterable[Ref]) -> AsyncIterator[Item]:
         """Every item to run, in order; records enumeration failures and counts earlier work."""
-        for ref in refs:
-            if self.limit is not None and self.queued >= self.limit:
-                return
-            try:
-                detail = await self.expand(ref)
-            except SourceError as exc:
-                self.record_failure(ref, exc)
-                continue
-            finally:
+        async with aclosing(self.expanded(refs)) as stream:
+            async for ref, detail in stream:
                 self.c.objects_planned += 1
-            if detail is None and self.planner.needs_children(ref):
-                continue  # nothing new since --since
-            for item in self.planner.plan(ref, detail):
-                self.c.planned += 1
-                if self._earlier(item):
-                    continue
-                if self.tracker is not None:
-                    self.tracker.planned(item.obj)
-                self.queued += 1
-                yield item
                 if self.limit is not None and self.queued >= self.limit:
                     return
-            if self.tracker is not None:
-                self.tracker.plan_complete(ref.name)
+                if isinstance(detail, SourceError):
+                    self._record(Item(detail.url, API, ref.name),
+                                 Outcome(FAIL, detail.status, f"listing: {detail.reason}"))
+                    continue
+                if detail is None and self.planner.needs_children(ref):
+                    continue  # nothing new since --since
+                answered = detail.fetched if isinstance(detail, PlateLayout) and not self.refresh else {}
+                for item in self.planner.plan(ref, detail):
+                    self.c.planned += 1
+                    if self._earlier(item):
+                        continue
+                    cache = answered.get(item.url)
+                    if cache in ("HIT", "MISS") and self.record is not None:
+                        self._record(item, Outcome(SKIP if cache == "HIT" else OK, 200, "", 0, int(cache == "MISS")))
+                        continue
+                    if self.tracker is not None:
+                        self.tracker.planned(item.obj)
+                    self.queued += 1
+                    yield item
+                    if self.limit is not None and self.queued >= self.limit:
+                        return
+                if self.tracker is not None:
+                    self.tracker.plan_complete(ref.name)
 
     def _earlier(self, item: Item) -> bool:
         if self.journal is None:
@@ -180,11 +224,11 @@ class Feeder:
             return True
         return False
 
-    def record_failure(self, ref: Ref, exc: SourceError) -> None:
-        if self.journal is not None:
-            self.journal.record(Item(exc.url, API, ref.name), Outcome(FAIL, exc.status, f"listing: {exc.reason}"),
-                                1, 0.0)
-        self.c.states[FAIL] += 1
+    def _record(self, item: Item, outcome: Outcome) -> None:
+        if self.record is not None:
+            if self.tracker is not None:
+                self.tracker.planned(item.obj)
+            self.record(item, outcome, 1, 0.0)
 
     async def feed(self, refs: Iterable[Ref], queue: asyncio.Queue) -> None:
         async for item in self.items(refs):

@@ -8,54 +8,52 @@ stored (a placeholder), → Fail, so the journal never claims an entry the cache
 """
 from __future__ import annotations
 
-import httpx
+import json
 
+from .http1 import Http1Pool, HttpError
 from .model import FAIL, OK, SKIP, THUMB, Fatal, Item, Outcome, Retryable
+
+WARM_MODE_OFF = ("the edge answered without warm mode: --token (or EDGE_WARM_TOKEN) must equal the edge's "
+                 "warm_token setting")
 
 
 class EdgeTarget:
     def __init__(self, base: str, token: str, *, jobs: int, host: str | None = None, refresh_before: float = 0.0,
                  timeout: float = 120.0) -> None:
-        headers = {"x-edge-warm": token, "user-agent": "omero-edge-warm"}
+        headers = {"x-edge-warm": token}
         if refresh_before:
             headers["x-edge-warm-refresh-before"] = repr(refresh_before)
         if host:
             headers["host"] = host
         self.base = base.rstrip("/")
-        self.client = httpx.AsyncClient(base_url=self.base, headers=headers, timeout=timeout, trust_env=False,
-                                        limits=httpx.Limits(max_connections=jobs + 2, max_keepalive_connections=jobs + 2))
+        self.http = Http1Pool(self.base, headers, size=jobs + 2, timeout=timeout)
 
     async def check(self) -> None:
         """Fail fast with a clear message when the edge is not there."""
         try:
-            resp = await self.client.get("/_edge/health")
-        except httpx.HTTPError as exc:
-            raise Fatal(f"cannot reach the edge at {self.base}: {type(exc).__name__} {exc}".strip()) from None
-        if resp.status_code >= 400:
-            raise Fatal(f"{self.base}/_edge/health answered {resp.status_code}: is this an omero-edge?")
+            resp = await self.http.get("/_edge/health")
+        except HttpError as exc:
+            raise Fatal(f"cannot reach the edge at {self.base}: {exc}") from None
+        if resp.status >= 400:
+            raise Fatal(f"{self.base}/_edge/health answered {resp.status}: is this an omero-edge?")
 
     async def warm(self, item: Item) -> Outcome:
         try:
-            resp = await self.client.get(item.url)
-        except httpx.TimeoutException:
-            raise Retryable(0, "timed out") from None
-        except httpx.HTTPError as exc:
-            raise Retryable(0, f"{type(exc).__name__}: {exc}".strip()) from None
-        cache = resp.headers.get("x-edge-cache", "")
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise Retryable(resp.status_code, resp.text.strip()[:200] or f"HTTP {resp.status_code}")
-        if cache == "BYPASS":
-            return Outcome(FAIL, resp.status_code, "the edge does not cache this URL")
+            resp = await self.http.get(item.url)
+        except HttpError as exc:
+            raise Retryable(0, str(exc)) from None
+        if resp.status >= 500 or resp.status == 429:
+            raise Retryable(resp.status, resp.text.strip()[:200] or f"HTTP {resp.status}")
+        if resp.headers.get("x-edge-cache") == "BYPASS":
+            return Outcome(FAIL, resp.status, "the edge does not cache this URL")
         if not resp.headers.get("content-type", "").startswith("application/json"):
-            raise Fatal("the edge answered without warm mode: --token (or EDGE_WARM_TOKEN) must equal the edge's "
-                        "warm_token setting")
+            raise Fatal(WARM_MODE_OFF)
         try:
-            answer = resp.json()
+            answer = json.loads(resp.body)
             status = int(answer["status"])
             cache = answer["cache"]
         except (ValueError, KeyError, TypeError):
-            raise Fatal("the edge answered without warm mode: --token (or EDGE_WARM_TOKEN) must equal the edge's "
-                        "warm_token setting") from None
+            raise Fatal(WARM_MODE_OFF) from None
         size = int(answer.get("bytes", 0))
         if cache == "HIT":
             return Outcome(SKIP, status, "", size)
@@ -69,4 +67,4 @@ class EdgeTarget:
         return Outcome(OK, status, "", size, fetched)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()
