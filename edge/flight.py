@@ -4,7 +4,8 @@ In the process, waiters share the filler's future. Across processes, the filler 
 (Redis `SET NX PX` when L2 is on, else an atomic diskcache `add` in the node's directory) and
 other processes poll the shared tier for the result. A fill that produced nothing storable
 leaves its result for a few seconds under a side key, so remote waiters get the same answer
-instead of fetching again; a lock whose holder died expires. Nobody waits longer than
+instead of fetching again; the lock is a short lease the holder renews while it fills, so one whose
+holder died (or cannot delete it: a full disk) expires within `LEASE` seconds. Nobody waits longer than
 `fill_timeout`, and nobody falls back to an uncached fetch on a timer.
 """
 from __future__ import annotations
@@ -21,10 +22,17 @@ from .entry import Entry
 class SharedLock(Protocol):
     async def acquire(self, digest: str, ttl: float) -> bool: ...
     async def release(self, digest: str) -> None: ...
+    async def renew(self, digest: str, ttl: float) -> None: ...
     async def peek(self, digest: str, key: str) -> Entry | None: ...
     async def leave_result(self, digest: str, entry: Entry) -> None: ...
     async def result(self, digest: str, key: str) -> Entry | None: ...
     async def held(self, digest: str) -> bool: ...
+
+
+# Seconds a cross-process fill lock lives unless its holder renews it (every LEASE / 4 while the fill
+# runs). A holder that can no longer release it (killed, or a full disk refusing the delete) blocks
+# the other processes for this long at most, not for `fill_timeout`.
+LEASE = 2.0
 
 
 class FillTimeout(Exception):
@@ -65,13 +73,15 @@ class Flights:
         deadline = time.monotonic() + self.fill_timeout
         delay = 0.002
         while True:
-            if await self.shared.acquire(digest, self.fill_timeout):
+            if await self.shared.acquire(digest, LEASE):
+                renewal = asyncio.create_task(self._renew(digest))
                 try:
                     entry = await fill()
                     if not entry.stored_ok:
                         await self.shared.leave_result(digest, entry)
                     return entry, False
                 finally:
+                    renewal.cancel()
                     await self.shared.release(digest)
             # Someone else is filling: wait for their entry (or their non-storable answer).
             while time.monotonic() < deadline:
@@ -84,3 +94,8 @@ class Flights:
                     break  # the holder died or gave up without a result: try to take the fill
             else:
                 raise FillTimeout(key)
+
+    async def _renew(self, digest: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE / 4)
+            await self.shared.renew(digest, LEASE)

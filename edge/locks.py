@@ -30,6 +30,12 @@ class RedisLock:
         except (RedisError, OSError) as exc:
             self.tier._failed(exc)
 
+    async def renew(self, digest: str, ttl: float) -> None:
+        try:
+            await self.tier.client.pexpire("edge:lock:" + digest, int(ttl * 1000))
+        except (RedisError, OSError) as exc:
+            self.tier._failed(exc)
+
     async def held(self, digest: str) -> bool:
         try:
             return bool(await self.tier.client.exists("edge:lock:" + digest))
@@ -66,6 +72,12 @@ class DiskLock:
 
     async def release(self, digest: str) -> None:
         self.tier.delete("lock:" + digest)
+
+    async def renew(self, digest: str, ttl: float) -> None:
+        try:
+            self.tier.cache.touch("lock:" + digest, expire=ttl)
+        except Exception:  # noqa: BLE001 - the lease lapses and another worker may fill too
+            pass
 
     async def held(self, digest: str) -> bool:
         try:
