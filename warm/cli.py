@@ -262,7 +262,8 @@ def _resolve_journal(path: str | None) -> Journal:
 
 async def _warm(run: Run) -> int:
     a = run.args
-    api = ApiClient(run.api_base, host=run.host, retries=a.retries, timeout=a.timeout)
+    # A listing that fails loses a whole object, so listings get at least 3 retries whatever --retries says.
+    api = ApiClient(run.api_base, host=run.host, retries=max(a.retries, 3), timeout=a.timeout)
     journal = None if a.dry_run else _resolve_journal(a.journal)
     target = None if a.dry_run else run.target()
     source = None

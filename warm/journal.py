@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS items (
   at REAL NOT NULL,         -- Unix seconds when recorded
   PRIMARY KEY (run, url)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_object ON items (run, object, state);
 CREATE TABLE IF NOT EXISTS objects (
   run TEXT NOT NULL,
   object TEXT NOT NULL,
@@ -154,6 +155,12 @@ class Journal:
     def has_failures(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM items WHERE run=? AND object=? AND state=? LIMIT 1",
                                (self.run, name, FAIL)).fetchone() is not None
+
+    def clear_listing_failures(self, name: str) -> None:
+        """An object listed fine at last: its earlier listing failures (URLs no plan holds) are history."""
+        self.flush()
+        self.db.execute("DELETE FROM items WHERE run=? AND object=? AND state=? AND reason LIKE 'listing:%'",
+                        (self.run, name, FAIL))
 
     def record(self, item: Item, outcome: Outcome, attempts: int, ms: float) -> None:
         self._rows.append((self.run, item.url, item.kind, item.obj, outcome.state, outcome.status, outcome.reason,

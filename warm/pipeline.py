@@ -195,6 +195,8 @@ class Feeder:
                     self._record(Item(detail.url, API, ref.name),
                                  Outcome(FAIL, detail.status, f"listing: {detail.reason}"))
                     continue
+                if self.retry_failed and self.journal is not None:
+                    self.journal.clear_listing_failures(ref.name)
                 if detail is None and self.planner.needs_children(ref):
                     continue  # nothing new since --since
                 answered = detail.fetched if isinstance(detail, PlateLayout) and not self.refresh else {}
