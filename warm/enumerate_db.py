@@ -9,6 +9,7 @@ public user. Records and ordering match the API source, so shards split identica
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from .model import API, GRID, ImageList, PlateLayout, Ref
@@ -25,6 +26,7 @@ def _group(alias: str, groups: list[int]) -> str:
 class DbSource:
     def __init__(self, conn, since: float | None = None, groups: list[int] | None = None) -> None:
         self.conn = conn
+        self._lock = asyncio.Lock()  # one connection; the pipeline lists a few objects ahead concurrently
         self.since = since
         self.groups = groups or []
 
@@ -41,13 +43,13 @@ class DbSource:
         return cls(conn, since, groups)
 
     async def _all(self, sql: str, **params) -> list[tuple]:
-        async with self.conn.cursor() as cur:
+        async with self._lock, self.conn.cursor() as cur:
             await cur.execute(sql, {"groups": self.groups, **params})
             return await cur.fetchall()
 
     async def _stream(self, sql: str, **params) -> AsyncIterator[tuple]:
         """Rows through a server-side cursor: a 100 000-image dataset is never in memory as rows."""
-        async with self.conn.transaction():
+        async with self._lock, self.conn.transaction():
             async with self.conn.cursor(name="warm_stream") as cur:
                 cur.itersize = 5000
                 await cur.execute(sql, {"groups": self.groups, **params})
