@@ -1,7 +1,7 @@
-"""The warm CLI end to end: `bench sim` (speed 0) behind real edges with a real Redis.
+"""The warm CLI end to end: `bench sim` (speed 0, the session's) behind real edges with a real Redis.
 
-One simulated OMERO for the module; every test gets its own edge (fresh disk tier, its own Redis
-database), so warm and cold states never leak between tests.
+Every test gets its own edge (fresh disk tier, its own Redis database), so warm and cold states
+never leak between tests; faults injected into the simulator are cleared before a test ends.
 """
 from __future__ import annotations
 
@@ -11,31 +11,16 @@ import time
 
 import pytest
 
-from tests.procs import RedisServer, free_port, script
-from tests.test_warm_helpers import (TOKEN, batch_hits, journal_rows, public_image_ids, run_id, start_edge,
-                                     start_sim, warm)
-
-
-@pytest.fixture(scope="module")
-def redis():
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def sim():
-    s = start_sim()
-    yield s
-    s.proc.stop()
+from tests.procs import script
+from tests.test_warm_helpers import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, start_edge, warm
 
 
 @pytest.fixture
-def edges(sim, redis):
+def warm_edges(sim, redis_server):
     started = []
 
-    def make(db: int, port: int | None = None):
-        started.append(start_edge(sim, redis, db, port))
+    def make(db: int):
+        started.append(start_edge(sim, redis_server, db))
         return started[-1]
 
     yield make
@@ -47,18 +32,18 @@ def client_urls(sim) -> list[str]:
     """Grids (every field, every run) and API pages as the webclient, gallery and API clients ask."""
     urls = ["/api/v0/m/screens/", "/api/v0/m/projects/", "/api/v0/m/datasets/?orphaned=true",
             "/api/v0/m/images/?orphaned=true"]
-    for s in sim.public("screens"):
+    for s in public(sim, "screens"):
         urls.append(f"/api/v0/m/screens/{s['id']}/plates/")
-    for p in sim.public("plates"):
+    for p in public(sim, "plates"):
         pid = p["id"]
         urls += [f"/api/v0/m/plates/{pid}/wells/", f"/api/v0/m/plates/{pid}/plateacquisitions/"]
         urls += [f"/api/v0/m/plates/{pid}/wells/?limit=200&offset={o}" for o in range(200, p["wells"], 200)]
         urls += [f"/webgateway/plate/{pid}/{f}/?_=1700000000000" for f in range(p["fields"])]
         for acq in p["acquisitions"]:
             urls += [f"/webgateway/plate/{pid}/{f}/{acq['id']}/" for f in range(len(acq["fields"]))]
-    for pr in sim.public("projects"):
+    for pr in public(sim, "projects"):
         urls.append(f"/api/v0/m/projects/{pr['id']}/datasets/")
-    for ds in sim.public("datasets"):
+    for ds in public(sim, "datasets"):
         urls.append(f"/api/v0/m/datasets/{ds['id']}/images/")
     return urls
 
@@ -70,8 +55,8 @@ def assert_all_cached_but_placeholders(rows: dict, in_progress: set[int]) -> Non
         assert state == ("ok" if has_placeholder else "skip"), (url, state)
 
 
-def test_warm_all_then_every_thumbnail_grid_and_page_hits(sim, edges, tmp_path):
-    edge = edges(1)
+def test_warm_all_then_every_thumbnail_grid_and_page_hits(sim, warm_edges, tmp_path):
+    edge = warm_edges(1)
     journal = str(tmp_path / "j.sqlite")
     done = warm("all", "--edge", edge.url, "--journal", journal, "--progress", "line")
     assert done.returncode == 0, done.stderr
@@ -99,8 +84,8 @@ def test_warm_all_then_every_thumbnail_grid_and_page_hits(sim, edges, tmp_path):
     assert_all_cached_but_placeholders(journal_rows(journal), in_progress)
 
 
-def test_interrupted_run_resumes_without_repeating_work(sim, edges, tmp_path):
-    edge = edges(2)
+def test_interrupted_run_resumes_without_repeating_work(sim, warm_edges, tmp_path):
+    edge = warm_edges(2)
     journal = str(tmp_path / "j.sqlite")
     sim.faults(latency_ms=25)
     try:
@@ -134,8 +119,8 @@ def test_interrupted_run_resumes_without_repeating_work(sim, edges, tmp_path):
     assert "state done" in warm("status", run, "--journal", journal).stdout
 
 
-def test_two_shards_cover_everything_exactly_once(sim, edges, tmp_path):
-    edge = edges(3)
+def test_two_shards_cover_everything_exactly_once(sim, warm_edges, tmp_path):
+    edge = warm_edges(3)
     shards = []
     for k in (1, 2):
         journal = str(tmp_path / f"shard{k}.sqlite")
@@ -151,8 +136,8 @@ def test_two_shards_cover_everything_exactly_once(sim, edges, tmp_path):
     assert_all_cached_but_placeholders(everything, set(sim.info["in_progress_images"]))
 
 
-def test_backend_errors_become_fail_entries_and_the_run_completes(sim, edges, tmp_path):
-    edge = edges(4)
+def test_backend_errors_become_fail_entries_and_the_run_completes(sim, warm_edges, tmp_path):
+    edge = warm_edges(4)
     journal = str(tmp_path / "j.sqlite")
     sim.faults(error_rate=0.35)
     try:
@@ -173,30 +158,28 @@ def test_backend_errors_become_fail_entries_and_the_run_completes(sim, edges, tm
     assert [row[0] for row in journal_rows(journal).values()].count("fail") == 0
 
 
-def test_direct_mode_fills_the_shared_redis_tier(sim, edges, redis, tmp_path):
-    port = free_port()
+def test_direct_mode_fills_the_shared_redis_tier(sim, warm_edges, redis_server, tmp_path):
+    edge = warm_edges(5)  # started cold: whatever it serves next comes from what --direct wrote to Redis
     journal = str(tmp_path / "j.sqlite")
-    result = warm("plate", "1003", "--direct", "--redis", f"redis://127.0.0.1:{redis.port}/5", "--backend", sim.url,
-                  "--edge", f"http://127.0.0.1:{port}", "--journal", journal, "--progress", "none")
+    direct = ["plate", "1003", "--direct", "--redis", f"redis://127.0.0.1:{redis_server.port}/5", "--backend", sim.url,
+              "--edge", edge.url, "--journal", journal, "--progress", "none"]
+    result = warm(*direct)
     assert result.returncode == 0, result.stderr
     assert {row[0] for row in journal_rows(journal).values()} == {"ok"}
     sim.reset()
-    edge = edges(5, port)  # an edge started afterwards finds everything in Redis
-    plate = next(p for p in sim.info["plates"] if p["id"] == 1003)
     grid = edge.get("/webgateway/plate/1003/0/")
     assert grid.headers["x-edge-cache"] == "HIT" and grid.headers["x-edge-tier"] == "redis"
     ids = [cell["id"] for row in grid.json()["grid"] for cell in row if cell]
     assert set(batch_hits(edge, ids)) == {"HIT"}
     assert edge.get("/api/v0/m/plates/1003/wells/").headers["x-edge-cache"] == "HIT"
-    assert plate["fields"] == 1 and sim.stats()["total"]["renders"] == 0
+    assert sim.stats()["total"]["renders"] == 0
 
-    again = warm("plate", "1003", "--direct", "--redis", f"redis://127.0.0.1:{redis.port}/5", "--backend", sim.url,
-                 "--edge", edge.url, "--journal", journal, "--progress", "none")
+    again = warm(*direct)
     assert again.returncode == 0 and {row[0] for row in journal_rows(journal).values()} == {"skip"}
 
 
-def test_tiles_are_the_keys_the_viewer_requests(sim, edges, tmp_path):
-    edge = edges(6)
+def test_tiles_are_the_keys_the_viewer_requests(sim, warm_edges, tmp_path):
+    edge = warm_edges(6)
     image = sim.info["pyramid_images"][0]
     journal = str(tmp_path / "j.sqlite")
     result = warm("tiles", "--image", str(image), "--levels", "2", "--edge", edge.url, "--journal", journal,
@@ -228,8 +211,8 @@ def test_usage_errors_are_one_line(sim, tmp_path):
     assert no_token.returncode == 2 and "warm token" in no_token.stderr
 
 
-def test_wrong_token_stops_with_a_clear_message(sim, edges, tmp_path):
-    edge = edges(7)
+def test_wrong_token_stops_with_a_clear_message(sim, warm_edges, tmp_path):
+    edge = warm_edges(7)
     result = warm("plate", "1004", "--edge", edge.url, "--token", "wrong", "--journal", str(tmp_path / "j.sqlite"),
                   "--progress", "none")
     assert result.returncode == 1 and "warm_token" in result.stderr and "Traceback" not in result.stderr

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.procs import RedisServer, find_binary, free_port
-from tests.test_warm_helpers import journal_rows, start_edge, start_sim, warm
+from tests.procs import find_binary, free_port
+from tests.test_warm_helpers import journal_rows, start_edge, warm
 
 SCHEMA = """
 CREATE TABLE screen (id bigint PRIMARY KEY, name text NOT NULL, group_id bigint NOT NULL);
@@ -127,10 +127,8 @@ def load_public_catalog(sim_url: str, dsn: str) -> None:
         db.execute("INSERT INTO screen VALUES (900, 'private', 5); INSERT INTO image VALUES (900, 'p', now(), 5)")
 
 
-def test_db_enumeration_plans_exactly_what_the_api_does(postgres, tmp_path):
-    sim = start_sim()
-    redis = RedisServer()
-    edge = start_edge(sim, redis, 0)
+def test_db_enumeration_plans_exactly_what_the_api_does(postgres, sim, redis_server, tmp_path):
+    edge = start_edge(sim, redis_server, 8)
     try:
         load_public_catalog(sim.url, postgres.dsn)
         by_api, by_db = str(tmp_path / "api.sqlite"), str(tmp_path / "db.sqlite")
@@ -151,5 +149,3 @@ def test_db_enumeration_plans_exactly_what_the_api_does(postgres, tmp_path):
         assert "api              6" in recent.stdout
     finally:
         edge.proc.stop()
-        redis.stop()
-        sim.proc.stop()

@@ -1,46 +1,25 @@
-"""Shared pieces of the warm tests (no tests here): the simulated OMERO, edges in front of it, the `warm` CLI as a
-subprocess, and reading a run's journal. Everything is a real process on loopback, stopped by PID."""
+"""Shared pieces of the warm tests (no tests here): edges in front of the session's simulated OMERO
+(conftest's `sim`), the `warm` CLI as a subprocess, and reading a run's journal. Everything is a real
+process on loopback, stopped by PID."""
 from __future__ import annotations
 
 import os
 import sqlite3
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
+from tests.conftest import Sim
 from tests.procs import Proc, RedisServer, free_port, script
 
 TOKEN = "warm-test-token"
 
 
-@dataclass
-class Sim:
-    proc: Proc
-    url: str
-    info: dict = field(default_factory=dict)
-
-    def stats(self) -> dict:
-        return httpx.get(self.url + "/_sim/stats", timeout=10).json()
-
-    def reset(self) -> None:
-        httpx.post(self.url + "/_sim/reset", timeout=10).raise_for_status()
-
-    def faults(self, **spec) -> None:
-        httpx.post(self.url + "/_sim/faults", json={"error_rate": 0.0, "latency_ms": 0.0, "down": False, **spec},
-                   timeout=10).raise_for_status()
-
-    def public(self, kind: str) -> list[dict]:
-        return [o for o in self.info[kind] if o.get("public")]
-
-
-def start_sim() -> Sim:
-    port = free_port()
-    proc = Proc([script("bench"), "sim", "--host", "127.0.0.1", "--port", str(port), "--speed", "0"], name="sim")
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_http(url + "/_sim/stats")
-    return Sim(proc, url, httpx.get(url + "/_sim/info", timeout=10).json())
+def public(sim: Sim, kind: str) -> list[dict]:
+    """Objects of the simulator's catalog (`/_sim/info`) the public user sees."""
+    return [o for o in sim.info[kind] if o.get("public")]
 
 
 @dataclass
@@ -53,9 +32,10 @@ class Edge:
         return httpx.get(self.url + path, timeout=30)
 
 
-def start_edge(sim: Sim, redis: RedisServer, db: int, port: int | None = None) -> Edge:
-    """An edge with a fresh disk tier and its own Redis database (so tests do not share entries)."""
-    port = port or free_port()
+def start_edge(sim: Sim, redis: RedisServer, db: int) -> Edge:
+    """An edge with a fresh disk tier and its own Redis database (so tests do not share entries), with no
+    image-region microservice: the warmer warms the public audience, which the microservice refuses."""
+    port = free_port()
     argv = [script("edge"), "serve", "--bind", f"127.0.0.1:{port}", "--backend", sim.url,
             "--cache-dir", tempfile.mkdtemp(prefix="warm-edge-"), "--redis", f"redis://127.0.0.1:{redis.port}/{db}"]
     proc = Proc(argv, env={"EDGE_WARM_TOKEN": TOKEN}, name="edge")
@@ -93,11 +73,11 @@ def public_image_ids(sim: Sim) -> list[int]:
     """Every image the public user sees, read from the backend directly (grids, dataset and orphan listings)."""
     ids: list[int] = []
     with httpx.Client(base_url=sim.url, timeout=30) as c:
-        for plate in sim.public("plates"):
+        for plate in public(sim, "plates"):
             for f in range(plate["fields"]):
                 grid = c.get(f"/webgateway/plate/{plate['id']}/{f}/").json()["grid"]
                 ids += [cell["id"] for row in grid for cell in row if cell]
-        for ds in sim.public("datasets"):
+        for ds in public(sim, "datasets"):
             ids += [i["@id"] for i in c.get(f"/api/v0/m/datasets/{ds['id']}/images/?limit=500").json()["data"]]
         ids += [i["@id"] for i in c.get("/api/v0/m/images/?orphaned=true&limit=500").json()["data"]]
     return ids

@@ -323,7 +323,8 @@ async def _dry_run(feeder: Feeder, refs: list) -> int:
     async for item in feeder.items(refs):
         counts[item.kind] += 1
         if len(samples[item.kind]) < 3:
-            samples[item.kind].append(item.url)
+            short = "&".join(item.url.split("&")[:3]) + f"&… ({len(item.ids)} ids)" if len(item.ids) > 3 else item.url
+            samples[item.kind].append(short)
     objects: dict[str, int] = {}
     for ref in refs:
         objects[ref.kind] = objects.get(ref.kind, 0) + 1
