@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from .access import AccessChecker
 from .admin import admin_app
@@ -323,7 +324,7 @@ class Edge:
         ids: list[int] = []
         for name, value in req.params:
             if name == "id":
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):  # "²".isdigit() is True, int("²") raises
                     return await self.passthrough(req.scope, None, send, "batch-ids")
                 if int(value) not in ids:
                     ids.append(int(value))
@@ -419,7 +420,8 @@ class Edge:
             if to_fetch:
                 epoch = self.registry.epoch()
                 started = time.time()
-                query = "&".join([f"id={i}" for i, _, _ in to_fetch] + [f"{n}={v}" for n, v in extra])
+                query = "&".join([f"id={i}" for i, _, _ in to_fetch] +
+                                 [f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in extra])
                 path = req.scope["path"]
                 resp = await self.fetch(req, f"{path}?{query}")
                 if resp.status_code != 200:
@@ -560,14 +562,17 @@ class Edge:
         self.metrics.bypass.labels(reason).inc()
         found = match(scope["path"])
         pool = self.upstreams[found[0].upstream if found else Upstream.WEB]
+        # The client's Host goes along (OMERO.web builds absolute links and redirects from it).
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-                   if k.decode("latin-1") not in HOP_BY_HOP and not k.startswith(b"x-forwarded-")]
+                   if (k == b"host" or k.decode("latin-1") not in HOP_BY_HOP) and not k.startswith(b"x-forwarded-")]
         headers += _forwarded(scope, dict(scope["headers"]))
-        qs = scope["query_string"].decode("latin-1")
+        # The request target exactly as received: ASGI's raw_path carries no query string.
+        target = scope.get("raw_path") or quote(scope["path"]).encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
         content = _request_body(receive) if receive is not None and scope["method"] not in ("GET", "HEAD") else None
         try:
-            resp = await pool.request(scope["method"], scope["raw_path"].decode("latin-1") if scope.get("raw_path")
-                                      else scope["path"] + ("?" + qs if qs else ""), headers, content, stream=True)
+            resp = await pool.request(scope["method"], target.decode("latin-1"), headers, content, stream=True)
         except UpstreamError as exc:
             body = exc.body()
             await send({"type": "http.response.start", "status": exc.status,

@@ -3,16 +3,19 @@
 - a concurrency cap per upstream, so a cold 384-well plate queues at the edge, not in OMERO.web;
 - connect/read timeouts; idempotent GETs retried on connect errors with backoff, on the next URL;
 - passive health: a URL that refused a connection rests for a while;
-- a circuit breaker: after N consecutive failures the upstream is failed fast until a trial succeeds.
+- a circuit breaker: after N consecutive failures (no connection, timeouts, 502/503/504 answers) the
+  upstream is failed fast until a trial succeeds.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,6 +27,11 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length", "http2-settings",
 })
+
+
+# Answers that say the upstream itself is unavailable (and count towards the circuit breaker). A 500
+# is an answer to one request: a client sending a few bad URLs must not open the breaker for everyone.
+UNAVAILABLE = frozenset({502, 503, 504})
 
 
 def _no_cookie_jar() -> CookieJar:
@@ -49,6 +57,23 @@ class UpstreamError(Exception):
 class _Target:
     url: str
     resting_until: float = 0.0
+
+    @property
+    def prefix(self) -> bytes:
+        return urlsplit(self.url).path.rstrip("/").encode()
+
+
+_UNSAFE_IN_TARGET = re.compile(rb"[^\x21-\x7e]")
+
+
+def request_target(prefix: bytes, path_qs: str) -> bytes:
+    """The request line's target, sent as given: httpx would drop `..` segments and cut at `#`.
+    Only bytes a request line cannot carry are percent-encoded."""
+    try:
+        raw = path_qs.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = path_qs.encode("utf-8", "surrogateescape")
+    return prefix + _UNSAFE_IN_TARGET.sub(lambda m: b"%%%02X" % m.group()[0], raw)
 
 
 class Breaker:
@@ -126,7 +151,8 @@ class Upstream:
         async with self.limit:
             for attempt in range(attempts):
                 target = self._pick()
-                req = self.client.build_request(method, target.url + path_qs, headers=headers, content=content)
+                req = self.client.build_request(method, target.url + "/", headers=headers, content=content,
+                                                extensions={"target": request_target(target.prefix, path_qs)})
                 try:
                     resp = await self.client.send(req, stream=stream)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
@@ -142,7 +168,7 @@ class Upstream:
                 except httpx.HTTPError as exc:
                     self.breaker.failure()
                     raise UpstreamError(self.name, 502, f"failed ({type(exc).__name__})") from None
-                if resp.status_code >= 500:
+                if resp.status_code in UNAVAILABLE:
                     self.breaker.failure()
                 else:
                     self.breaker.success()
