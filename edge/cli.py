@@ -48,14 +48,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.server == "granian":
         from granian import Granian
         from granian.constants import HTTPModes, Interfaces
-        from granian.http import HTTP2Settings
+        from granian.http import HTTP1Settings, HTTP2Settings
 
         kwargs = {}
         if settings.certfile:
             kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
+        # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
         Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
                 workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
-                http2_settings=HTTP2Settings(max_concurrent_streams=256), **kwargs).serve()
+                http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
+                                             max_buffer_size=settings.max_header_size),
+                http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),
+                **kwargs).serve()
     else:
         from hypercorn.config import Config
         from hypercorn.run import run
@@ -70,8 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config.certfile, config.keyfile = settings.certfile, settings.keyfile
         else:
             config.bind = [settings.bind]
-        config.h11_max_incomplete_size = 64 * 1024
-        config.h2_max_header_list_size = 64 * 1024
+        # h11 checks only a buffer that does not hold a whole request yet, and hypercorn reads 64 KiB at a
+        # time: half the limit refuses every header block over max_header_size + 32 KiB, whatever the reads.
+        config.h11_max_incomplete_size = settings.max_header_size // 2
+        config.h2_max_header_list_size = settings.max_header_size
         run(config)
     return 0
 

@@ -44,6 +44,10 @@ class Settings:
     server: Literal["granian", "hypercorn"] = _doc("ASGI server for `edge serve`.", "granian")
     certfile: str = _doc("TLS certificate (PEM): serve HTTP/2 over TLS with ALPN.", "")
     keyfile: str = _doc("TLS private key (PEM, PKCS#8 for granian).", "")
+    max_header_size: int = _doc("Largest request header block in bytes (HTTP/1.1 and HTTP/2); larger is refused "
+                                "(431) or the connection closed.", 64 * 1024)
+    header_timeout: float = _doc("Seconds a client has to send a request's headers (slow clients are "
+                                 "disconnected; granian).", 10.0)
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
@@ -135,6 +139,10 @@ class Settings:
                 raise ConfigError(f"{name} {getattr(self, name)} is not a readable file")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        if self.max_header_size < 8192:
+            raise ConfigError("max_header_size must be at least 8192")
+        if self.header_timeout <= 0:
+            raise ConfigError("header_timeout must be positive")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
         if self.access == "verified" and not self.session_redis_url:
