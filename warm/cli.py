@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import importlib.util
 import os
 import signal
 import sys
@@ -408,16 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run_async(run)
 
 
-def _lean_http() -> None:
-    """httpcore imports `sniffio` on every lock it creates; where sniffio is not installed that is a
-    failed search of sys.path each time (~0.3 ms a request, most of the warmer's CPU). A None entry
-    makes the failure immediate, and httpcore then assumes asyncio, which is what runs here."""
-    if importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
 def _run_async(run: Run) -> int:
-    _lean_http()
     try:
         import uvloop
         loop_factory = uvloop.new_event_loop

@@ -11,11 +11,12 @@ the edge by default (plain GETs, so the edge's cache and backend protection appl
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-
-import httpx
+from urllib.parse import urlencode
 
 from .dates import omero_time
+from .http1 import Http1Pool, HttpError
 from .model import API, GRID, ImageList, PlateLayout, Ref
 from .retry import delay
 
@@ -34,28 +35,26 @@ class ApiClient:
     """GET JSON with retries on transient failures; every read the warmer makes goes through here."""
 
     def __init__(self, base: str, *, host: str | None = None, retries: int = 3, timeout: float = 60.0) -> None:
-        headers = {"accept": "application/json", "user-agent": "omero-edge-warm"}
-        if host:
-            headers["host"] = host
-        self.client = httpx.AsyncClient(base_url=base.rstrip("/"), headers=headers, timeout=timeout,
-                                        limits=httpx.Limits(max_connections=4), trust_env=False)
+        headers = {"accept": "application/json", **({"host": host} if host else {})}
+        self.http = Http1Pool(base, headers, size=8, timeout=timeout)
         self.retries = retries
 
     async def get(self, url: str, params: dict | None = None) -> tuple[dict, str]:
         """(JSON document, the edge's X-Edge-Cache header or "" when read from the backend)."""
+        target = f"{url}?{urlencode(params)}" if params else url
         for attempt in range(self.retries + 1):
             try:
-                resp = await self.client.get(url, params=params)
-            except httpx.HTTPError as exc:
-                status, reason = 0, f"{type(exc).__name__}: {exc}"
+                resp = await self.http.get(target)
+            except HttpError as exc:
+                status, reason = 0, str(exc)
             else:
-                if resp.status_code == 200:
+                if resp.status == 200:
                     try:
-                        return resp.json(), resp.headers.get("x-edge-cache", "")
+                        return json.loads(resp.body), resp.headers.get("x-edge-cache", "")
                     except ValueError:
                         raise SourceError(url, 200, "answer is not JSON") from None
-                status, reason = resp.status_code, resp.text[:200].strip() or f"HTTP {resp.status_code}"
-                if resp.status_code < 500 and resp.status_code != 429:
+                status, reason = resp.status, resp.text[:200].strip() or f"HTTP {resp.status}"
+                if resp.status < 500 and resp.status != 429:
                     raise SourceError(url, status, reason)
             if attempt < self.retries:
                 await asyncio.sleep(delay(attempt))
@@ -65,7 +64,7 @@ class ApiClient:
         return (await self.get(url, params))[0]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()
 
 
 class Rows:

@@ -1,10 +1,11 @@
-"""A small keep-alive HTTP/1.1 GET client for the warm hot path.
+"""A small keep-alive HTTP/1.1 GET client: every request the warmer makes goes through it.
 
-Why not httpx here: a warm request is a GET of a long URL (a 50-id batch is ~500 characters)
-answered by ~150 bytes of JSON, and httpx spends ~1.5 ms of CPU on each (URL validation character by
-character, anyio locks); this client spends a few tens of microseconds, which is what keeps the
-warmer under 1 ms of CPU per item. It speaks only what the edge and OMERO.web answer: status line,
-headers, then a Content-Length, chunked or close-delimited body; https through the ssl module.
+Why not httpx: a warm request is a GET of a long URL (a 50-id batch is ~500 characters) answered by
+~150 bytes of JSON, and httpx spends ~1.5 ms of CPU on each (URL validation character by character,
+anyio locks, and a failed `import sniffio` per request where sniffio is absent); this client spends
+a few tens of microseconds, which is what keeps the warmer well under 1 ms of CPU per item. It speaks
+only what the edge and OMERO.web answer: status line, headers, then a Content-Length, chunked or
+close-delimited body; https through the ssl module.
 """
 from __future__ import annotations
 

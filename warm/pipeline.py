@@ -42,43 +42,47 @@ async def walk(source: Source, scope: str, ids: list[int]) -> AsyncIterator[Ref]
         seen.add(ref.name)
         return True
 
-    async def screen(sid: int) -> AsyncIterator[Ref]:
-        plates, n = await source.children("plates", sid)
-        yield Ref("screen", sid, n)
-        for pid in plates:
-            if fresh(ref := Ref("plate", pid)):
-                yield ref
+    async def screens(sids: list[int]) -> AsyncIterator[Ref]:
+        async for sid, (plates, n) in _listed(source, "plates", sids):
+            yield Ref("screen", sid, n)
+            for pid in plates:
+                if fresh(ref := Ref("plate", pid)):
+                    yield ref
 
-    async def project(pid: int | None) -> AsyncIterator[Ref]:
-        datasets, n = await source.children("datasets", pid)
-        yield Ref("project", pid, n) if pid is not None else Ref("listing", "orphaned-datasets", n)
-        for did in datasets:
-            if fresh(ref := Ref("dataset", did)):
-                yield ref
+    async def projects(pids: list[int | None]) -> AsyncIterator[Ref]:
+        async for pid, (datasets, n) in _listed(source, "datasets", pids):
+            yield Ref("project", pid, n) if pid is not None else Ref("listing", "orphaned-datasets", n)
+            for did in datasets:
+                if fresh(ref := Ref("dataset", did)):
+                    yield ref
 
     if scope == "site":
-        screens, n = await source.children("screens")
+        sids, n = await source.children("screens")
         yield Ref("listing", "screens", n)
-        for sid in screens:
-            async for ref in screen(sid):
-                yield ref
-        projects, n = await source.children("projects")
+        async for ref in screens(sids):
+            yield ref
+        pids, n = await source.children("projects")
         yield Ref("listing", "projects", n)
-        for pid in projects + [None]:
-            async for ref in project(pid):
-                yield ref
+        async for ref in projects([*pids, None]):
+            yield ref
         yield Ref("orphans", "images")
     elif scope == "screen":
-        for sid in ids:
-            async for ref in screen(sid):
-                yield ref
+        async for ref in screens(ids):
+            yield ref
     elif scope == "project":
-        for pid in ids:
-            async for ref in project(pid):
-                yield ref
+        async for ref in projects(list(ids)):
+            yield ref
     else:  # plate, dataset, tiles: the objects themselves
         for i in ids:
             yield Ref(scope, i)
+
+
+async def _listed(source: Source, kind: str, parents: list) -> AsyncIterator[tuple[object, tuple[list[int], int]]]:
+    """(parent, its children) in order, LOOKAHEAD listings at a time (a slow backend answers them in parallel)."""
+    for start in range(0, len(parents), LOOKAHEAD):
+        chunk = parents[start:start + LOOKAHEAD]
+        for parent, listed in zip(chunk, await asyncio.gather(*(source.children(kind, p) for p in chunk))):
+            yield parent, listed
 
 
 def image_refs(ids: Iterable[int], shard: Shard) -> Iterable[Ref]:

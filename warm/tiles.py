@@ -84,7 +84,7 @@ def parse_levels(spec: str) -> tuple[int | None, list[int]]:
 
 
 def _query(params: list[tuple[str, str]]) -> str:
-    return "&".join(f"{n}={quote(v, safe='|:$,-.[]{}')}" for n, v in params)
+    return "&".join(f"{n}={quote(v, safe=',:')}" for n, v in params)
 
 
 def tile_urls(image_id: int, img: dict, levels: tuple[int | None, list[int]]) -> list[str]:
