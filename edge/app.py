@@ -342,6 +342,7 @@ class Edge:
         digests = [digest(k) for k in keys]
         found: dict[int, Entry] = {}
         tier_used = set()
+        self.registry.refresh()  # purges made by the node's other workers
         for image_id, d, key in zip(ids, digests, keys):
             entry, tier = await self._lookup_local(d, key)
             if entry is not None:
