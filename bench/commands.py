@@ -160,7 +160,7 @@ def run_warm(args: argparse.Namespace, stack: Stack) -> Report:
 
 def run_all(args: argparse.Namespace, stack: Stack) -> Report:
     """plate-384, tiles, hits and warm on one backend; the JSON holds each scenario's report."""
-    from bench.scenarios import plate, tiles
+    from bench.scenarios import tiles
 
     runs: list[tuple[Runner, dict]] = [(run_plate, {"browser": False}),
                                        (_run_loads(tiles.TilesScenario, tiles.MODES), {"modes": None}),

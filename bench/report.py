@@ -46,7 +46,7 @@ def _tool_version(name: str, *args: str) -> str:
         return "not installed"
     done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=10)
     out = (done.stdout + done.stderr).strip().splitlines()
-    return out[0] if out else "?"
+    return out[0].split()[-1] if out else "?"          # "nginx version: nginx/1.22.1" → "nginx/1.22.1"
 
 
 def machine() -> dict:

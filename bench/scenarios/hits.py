@@ -122,8 +122,8 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
                 client.get(path).raise_for_status()
         static.nginx.start()
         servers: list[tuple[str, dict[Transport, int], Child | None]] = [
-            ("edge-warm", edge.ports(), None), ("nginx-static", static.ports(), static.nginx.child),
-            ("nginx-warm", cache.ports(), cache.nginx.child)]
+            (edge.name, edge.ports(), None), (static.name, static.ports(), static.nginx.child),
+            (cache.name, cache.ports(), cache.nginx.child)]
         for name, ports, child in servers:
             for transport in transports:
                 for concurrency in concurrencies:
