@@ -48,7 +48,8 @@ class Record:
 
     def to_json(self) -> dict:
         out = asdict(self)
-        return {**out, **out.pop("extra")}
+        extra = out.pop("extra")
+        return {**out, **extra}
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -63,7 +63,7 @@ def test_plate_384_every_target_mode_and_transport(tmp_path: Path) -> None:
     assert cells == {(t, m, tr) for t in ("direct", "edge-cold", "edge-warm", "nginx-cold", "nginx-warm")
                      for m in ("webclient", "per-well") for tr in ("h1", "h2-tls") if (t, tr) != ("direct", "h2-tls")}
     for r in results:
-        assert RECORD_KEYS <= r.keys()
+        assert RECORD_KEYS <= r.keys() and "extra" not in r
         assert r["min_s"] <= r["median_s"] <= r["p95_s"]
         assert r["bytes"] > 0
     by = {(r["target"], r["mode"], r["transport"]): r for r in results}
