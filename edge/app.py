@@ -168,8 +168,9 @@ class Edge:
         warm = self._warm_mode(req.headers)
         refresh_before = warm[1] if warm else 0.0
         entry, tier = await self.lookup(d, key)
-        if entry is not None and entry.stored < refresh_before:
-            entry = None
+        if entry is not None and (entry.stored < refresh_before
+                                  or entry.status != 200 and req.requester.audience != PUBLIC):
+            entry = None  # negative entries are the public's answer only (see storable)
         now = time.time()
         if entry is not None and not await self.access.allowed(req.requester, entry, req.objects()):
             # Not readable by this requester: the backend answers them itself, exactly as without the edge.
@@ -221,21 +222,34 @@ class Edge:
         if self.redis is not None:
             entry = await self.redis.get(d, key)
             if entry is not None and registry.valid(entry.tags, entry.epoch):
-                self._store_local(d, entry)
+                self._copy_up([(d, entry)])
                 return entry, "redis"
         return None, ""
 
-    def _store_local(self, d: str, entry: Entry) -> None:
+    def _copy_up(self, items: list[tuple[str, Entry]]) -> None:
+        """A Redis hit goes to memory now and to disk in the background (the answer does not wait)."""
         if self.memory is not None:
-            self.memory.set(d, entry)
+            for d, entry in items:
+                self.memory.set(d, entry)
         if self.disk is not None:
-            self.disk.set(d, entry)
+            self._spawn(asyncio.to_thread(self.disk.set_many, items))
 
-    async def store(self, d: str, entry: Entry) -> None:
-        self._store_local(d, entry)
+    async def store(self, items: list[tuple[str, Entry]]) -> None:
+        """Write through every tier: memory at once, disk in a thread (one transaction), Redis pipelined."""
+        if self.memory is not None:
+            for d, entry in items:
+                self.memory.set(d, entry)
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.set_many, items)
         if self.redis is not None:
-            await self.redis.set(d, entry)
-        entry.stored_ok = True
+            await self.redis.set_many(items)
+        for _, entry in items:
+            entry.stored_ok = True
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def fill(self, req: Request, key: str, d: str) -> Entry:
         """Fetch from the route's upstream and store what is safe and final."""
@@ -248,7 +262,7 @@ class Edge:
         entry = self.make_entry(req, key, resp.status_code, content_type, body, epoch, started,
                                 [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")])
         if self.storable(req.route, entry, content_type):
-            await self.store(d, entry)
+            await self.store([(d, entry)])
         return entry
 
     def make_entry(self, req: Request, key: str, status: int, content_type: str, body: bytes, epoch: int,
@@ -315,9 +329,7 @@ class Edge:
             except (UpstreamError, FillTimeout) as exc:
                 log.info("background refresh failed: %s", exc)
 
-        task = asyncio.create_task(refresh())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(refresh())
 
     # --- get_thumbnails: per-image entries ---------------------------------------------------------
     async def batch(self, req: Request, send: Send) -> None:
@@ -351,11 +363,14 @@ class Edge:
         missing = [(i, d, k) for i, d, k in zip(ids, digests, keys) if i not in found]
         if missing and self.redis is not None:
             remote = await self.redis.get_many([(d, k) for _, d, k in missing])
+            copied = []
             for (image_id, d, _), entry in zip(missing, remote):
                 if entry is not None and self.registry.valid(entry.tags, entry.epoch):
-                    self._store_local(d, entry)
+                    copied.append((d, entry))
                     found[image_id] = entry
                     tier_used.add("redis")
+            if copied:
+                self._copy_up(copied)
             missing = [m for m in missing if m[0] not in found]
         now = time.time()
         warm = self._warm_mode(req.headers)
@@ -433,13 +448,15 @@ class Edge:
                     data = resp.json()
                 except ValueError:
                     raise UpstreamError(self.upstreams[req.route.upstream].name, 502, "sent an invalid batch")
+                entries = []
                 for image_id, d, key in to_fetch:
                     value = data.get(str(image_id)) if isinstance(data, dict) else None
                     out[image_id] = value
                     entry = self._thumb_entry(req, key, image_id, value, epoch, started)
                     if entry is not None:
-                        await self.store(d, entry)
+                        entries.append((d, entry))
                     futures[d].set_result(entry)
+                await self.store(entries)
         except BaseException as exc:
             for future in futures.values():
                 if not future.done():
