@@ -119,11 +119,16 @@ class DiskTier(_Degradable):
             self.delete(digest)
             return None
 
-    def set(self, digest: str, entry: Entry) -> None:
-        if not self.up:
+    def set_many(self, items: list[tuple[str, Entry]]) -> None:
+        """Write entries in one SQLite transaction (one commit for a whole batch). Blocking: callers
+        run it in a thread so the event loop never waits on the disk."""
+        if not self.up or not items:
             return
+        now = time.time()
         try:
-            self.cache.set(digest, entry.dumps(), expire=max(1.0, entry.stale_until - time.time()))
+            with self.cache.transact():
+                for digest, entry in items:
+                    self.cache.set(digest, entry.dumps(), expire=max(1.0, entry.stale_until - now))
             self._ok()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
@@ -192,12 +197,17 @@ class RedisTier(_Degradable):
     async def get(self, digest: str, key: str) -> Entry | None:
         return (await self.get_many([(digest, key)]))[0]
 
-    async def set(self, digest: str, entry: Entry) -> None:
-        if not self.up or len(entry.body) > self.max_body:
+    async def set_many(self, items: list[tuple[str, Entry]]) -> None:
+        """One pipelined round trip for a whole batch of entries."""
+        items = [(d, e) for d, e in items if len(e.body) <= self.max_body]
+        if not self.up or not items:
             return
-        ttl_ms = int(max(1.0, entry.stale_until - time.time()) * 1000)
+        now = time.time()
         try:
-            await self.client.set(self.prefix + digest, entry.dumps(), px=ttl_ms)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for digest, entry in items:
+                    pipe.set(self.prefix + digest, entry.dumps(), px=int(max(1.0, entry.stale_until - now) * 1000))
+                await pipe.execute()
             self._ok()
         except (RedisError, OSError) as exc:
             self._failed(exc)
