@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import hashlib
 import json
 import logging
 import re
@@ -78,7 +79,8 @@ class Edge:
         self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
         self.public_session = PublicSession(self.upstreams[Upstream.WEB], s.session_cookie, s.public_session_path)
         self._background: set[asyncio.Task] = set()
-        self._hot: dict[tuple, tuple[str, str]] = {}  # (path, query, host) of anonymous GETs → (key, digest)
+        self._hot: dict[tuple, tuple[str, str]] = {}
+        self._thumb_memo: dict[tuple, tuple[str, str]] = {}  # batch members' (key, digest)  # (path, query, host) of anonymous GETs → (key, digest)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -349,9 +351,7 @@ class Edge:
         size = int(req.groups.get("w", s.thumb_default_size))
         # One id takes the single-thumbnail path (z/t/rdefId honoured); several ids ignore them.
         extra = [(n, v) for n, v in req.params if n in ("z", "t", "rdefId")] if len(ids) == 1 else []
-        keys = [thumbnail_key(req.route, i, size, audience=req.requester.audience, default_size=s.thumb_default_size,
-                              params=extra) for i in ids]
-        digests = [digest(k) for k in keys]
+        keys, digests = self._thumb_keys(req, ids, size, extra)
         found: dict[int, Entry] = {}
         tier_used = set()
         self.registry.refresh()  # purges made by the node's other workers
@@ -381,17 +381,17 @@ class Edge:
             if not ok:  # the backend decides for this requester: fetched with their own cookie
                 del fresh_found[image_id]
         missing += [(i, digest(k), k) for i, k in zip(ids, keys) if i in found and i not in fresh_found]
-        results: dict[int, str | None] = {i: _data_uri(e) for i, e in fresh_found.items()}
+        results: dict[int, str] = {i: _uri_json(e) for i, e in fresh_found.items()}
         status = "HIT"
         if missing:
             status = "MISS"
             try:
-                results.update(await self._fill_batch(req, size, missing, extra))
+                results.update({i: json.dumps(v) for i, v in (await self._fill_batch(req, size, missing, extra)).items()})
             except UpstreamError as exc:
                 stale = {i: e for i, e in found.items() if now < e.stale_until}
                 if len(stale) + len(fresh_found) < len(ids):
                     return await self.respond_error(req, send, exc)
-                results.update({i: _data_uri(e) for i, e in stale.items()})
+                results.update({i: _uri_json(e) for i, e in stale.items()})
                 status = "STALE"
             except _BatchFailed as failed:
                 return await self.respond(req, send, failed.entry, "MISS", "")
@@ -399,14 +399,41 @@ class Edge:
         else:
             for tier in tier_used:
                 self.metrics.hot.hits[tier] += 1
-        body = json.dumps({str(i): results.get(i) for i in ids}, separators=(", ", ": ")).encode()
+        # OMERO's shape, {"<id>": "data:…" | null}, joined from each entry's ready-made value; the ETag
+        # comes from the members' ETags (hashing the ~200 KB body again would cost more than the answer).
+        body = ("{" + ", ".join(f'"{i}": {results.get(i, "null")}' for i in ids) + "}").encode()
+        tag = hashlib.blake2b("".join(f"{i}{results.get(i, 'null')[-24:]}" for i in ids).encode(),
+                              digest_size=12).hexdigest() if status == "HIT" else None
         entry = Entry.build("", 200, "application/json", body, ttl=0, stale=0, epoch=0, tags=(),
-                            public=req.requester.audience == PUBLIC, now=now)
+                            public=req.requester.audience == PUBLIC, now=now,
+                            etag=f'"b{tag}-{len(body)}"' if tag else None)
+        entry.compressible = False  # base64 JPEG gains ~25% from gzip, for milliseconds of CPU per batch
         if warm:
             return await self.warm_answer(send, status, entry, ",".join(sorted(tier_used)),
                                           {"ids": len(ids), "missing": len(missing)})
         await self.respond(req, send, entry, status, ",".join(sorted(tier_used)) if status == "HIT" else "",
                            max_age=min((e.max_age(now) for e in fresh_found.values()), default=0))
+
+    def _thumb_keys(self, req: Request, ids: list[int], size: int, extra: list[tuple[str, str]]
+                    ) -> tuple[list[str], list[str]]:
+        """Per-image keys and digests of a batch, remembered per (route, audience, size, id)."""
+        memo = self._thumb_memo
+        audience = req.requester.audience
+        keys, digests = [], []
+        for image_id in ids:
+            ident = (req.route.name, audience, size, image_id)
+            found = memo.get(ident) if not extra else None
+            if found is None:
+                key = thumbnail_key(req.route, image_id, size, audience=audience,
+                                    default_size=self.settings.thumb_default_size, params=extra)
+                found = (key, digest(key))
+                if not extra:
+                    if len(memo) >= _HOT_SIZE:
+                        memo.clear()
+                    memo[ident] = found
+            keys.append(found[0])
+            digests.append(found[1])
+        return keys, digests
 
     async def _lookup_local(self, d: str, key: str) -> tuple[Entry | None, str]:
         registry = self.registry
@@ -663,7 +690,14 @@ def _etags(header: bytes) -> set[bytes]:
 def _data_uri(entry: Entry | None) -> str | None:
     if entry is None or entry.status != 200:
         return None
-    return f"data:{entry.content_type()};base64,{base64.b64encode(entry.body).decode()}"
+    return json.loads(_uri_json(entry))
+
+
+def _uri_json(entry: Entry) -> str:
+    """An entry as a get_thumbnails value (a JSON string literal), built once per entry."""
+    if entry.uri_json is None:
+        entry.uri_json = f'"data:{entry.content_type()};base64,{base64.b64encode(entry.body).decode()}"'
+    return entry.uri_json
 
 
 def _body_tags(body: bytes) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ class Entry:
     compressible: bool = field(init=False)  # JSON worth gzipping for clients that accept it
     gzipped: bytes | None = None  # JSON bodies compressed once, on the first client that accepts gzip
     prepared: tuple | None = None  # (second, tier, public, headers) of the last hit answer, reused within a second
+    uri_json: str | None = None  # '"data:<type>;base64,…"', as a get_thumbnails value, made once
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + 256
@@ -73,9 +74,9 @@ class Entry:
     @classmethod
     def build(cls, key: str, status: int, content_type: str, body: bytes, *, ttl: float, stale: float,
               epoch: int, tags: tuple[str, ...], public: bool, extra: list[tuple[bytes, bytes]] = (),
-              now: float | None = None) -> Entry:
+              now: float | None = None, etag: str | None = None) -> Entry:
         now = time.time() if now is None else now
-        etag = strong_etag(body)
+        etag = etag or strong_etag(body)
         headers = [(b"content-type", content_type.encode("latin-1")), (b"etag", etag.encode()),
                    (b"content-length", str(len(body)).encode()), *extra]
         return cls(key, status, headers, body, etag, now, now + ttl, now + ttl + stale, epoch, tags, public)
