@@ -129,7 +129,8 @@ class Upstream:
         self.client = httpx.AsyncClient(
             http1=not prior_knowledge, http2=http2,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.upstream_concurrency,
+            # Twice the cap: passed-through bodies still stream after their slot is released.
+            limits=httpx.Limits(max_connections=settings.upstream_concurrency * 2,
                                 max_keepalive_connections=settings.upstream_concurrency),
             follow_redirects=False, trust_env=False, cookies=_no_cookie_jar())
 
