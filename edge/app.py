@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from .access import AccessChecker
 from .admin import admin_app
+from .coalesce import COALESCED_ROUTES, ThumbnailCoalescer
 from .entry import Entry, body_matches_type
 from .flight import FillTimeout, Flights
 from .identity import Identity, Requester, SessionResolver
@@ -77,6 +78,7 @@ class Edge:
             if s.session_redis_url else None
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.access = AccessChecker(self.upstreams[Upstream.WEB], s, self.metrics)
+        self.coalescer = ThumbnailCoalescer(self, s.coalesce_window_ms) if s.coalesce_window_ms > 0 else None
         self.public_session = PublicSession(self.upstreams[Upstream.WEB], s.session_cookie, s.public_session_path)
         self._background: set[asyncio.Task] = set()
         self._hot: dict[tuple, tuple[str, str]] = {}
@@ -188,7 +190,7 @@ class Edge:
             return await self.respond(req, send, entry, "STALE", tier)
         self.metrics.misses.inc()
         try:
-            fresh, coalesced = await self.flights.run(d, key, lambda: self.fill(req, key, d))
+            fresh, coalesced = await self.flights.run(d, key, self._filler(req, key, d))
         except (UpstreamError, FillTimeout) as exc:
             if entry is not None and now < entry.stale_until and not warm:
                 self.metrics.stale.inc()
@@ -252,6 +254,15 @@ class Edge:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _filler(self, req: Request, key: str, d: str) -> Callable[[], Awaitable[Entry]]:
+        """How this miss is fetched: alone, or (a plain default-size thumbnail) in a coalesced batch."""
+        alone = lambda: self.fill(req, key, d)  # noqa: E731
+        if (self.coalescer is None or req.route.name not in COALESCED_ROUTES
+                or int(req.groups.get("w", self.settings.thumb_default_size)) != self.settings.thumb_default_size
+                or any(name != "_" for name, _ in req.params)):
+            return alone
+        return lambda: self.coalescer.fill(req, int(req.groups["iid"]), key, d, alone)
 
     async def fill(self, req: Request, key: str, d: str) -> Entry:
         """Fetch from the route's upstream and store what is safe and final."""

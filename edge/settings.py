@@ -77,6 +77,8 @@ class Settings:
     # admin
     purge_token: str = _doc("Bearer token for POST /_edge/purge; empty disables it.", "")
     warm_token: str = _doc("Token of the X-Edge-Warm request header (warm mode); empty disables it.", "")
+    coalesce_window_ms: float = _doc("Milliseconds default-size render_thumbnail misses wait to be fetched together as "
+                                     "one get_thumbnails batch (0 = one request each).", 3.0)
     fill_timeout: float = _doc("Most seconds a request waits for another worker's or node's fill.", 35.0)
 
     def __post_init__(self) -> None:

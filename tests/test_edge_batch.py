@@ -78,3 +78,32 @@ def test_webclient_batch(sim: Sim, edge: EdgeProc):
     direct = httpx.get(sim.url + batch_url(ids, "/webclient"), timeout=15).json()
     assert edge.get(batch_url(ids, "/webclient")).json() == direct
     assert edge.get(batch_url(ids, "/webclient")).headers["x-edge-cache"] == "HIT"
+
+
+def test_single_thumbnail_misses_are_coalesced_into_batches(sim: Sim, edges):
+    """A per-well plate load: 120 render_thumbnail misses become a few get_thumbnails upstream."""
+    import asyncio
+
+    edge = edges(env={"EDGE_COALESCE_WINDOW_MS": "20"})
+    ids = plate_images(sim, 300)[180:300]
+    missing_placeholder = sim.info["in_progress_images"][0]
+    before = sim.stats()
+
+    async def load() -> list[httpx.Response]:
+        async with httpx.AsyncClient(http2=True, base_url=edge.url, timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"/webgateway/render_thumbnail/{i}/?_=9") for i in
+                                          [*ids, missing_placeholder, 987654329]))
+
+    responses = asyncio.run(load())
+    after = sim.stats()
+    batches = after["requests"].get("get_thumbnails", 0) - before["requests"].get("get_thumbnails", 0)
+    singles = after["requests"].get("render_thumbnail", 0) - before["requests"].get("render_thumbnail", 0)
+    assert 3 <= batches <= 12 and singles == 2  # the placeholder and the missing image, fetched alone
+    direct = {i: httpx.get(f"{sim.url}/webgateway/render_thumbnail/{i}/") for i in ids[:5]}
+    for r, i in zip(responses, ids):
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        if i in direct:
+            assert r.content == direct[i].content
+    assert responses[-2].content.startswith(b"\x89PNG")  # the in-progress placeholder, as the backend sends it
+    assert responses[-1].status_code == httpx.get(f"{sim.url}/webgateway/render_thumbnail/987654329/").status_code
+    assert all(edge.get(f"/webgateway/render_thumbnail/{i}/").headers["x-edge-cache"] == "HIT" for i in ids[:3])

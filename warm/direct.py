@@ -69,7 +69,7 @@ class DirectTarget:
         return resp
 
     async def _store(self, d: str, entry: Entry) -> None:
-        await self.redis.set(d, entry)
+        await self.redis.set_many([(d, entry)])
         if not self.redis.up:
             raise Retryable(0, f"Redis write failed: {self.redis.last_error}")
 
