@@ -1,15 +1,11 @@
 """Start and stop the real servers the tests talk to: by PID, on free loopback ports.
 
-Every process is started with its output in a log file (shown when it fails to start),
-waited for until it answers, and ended by PID (SIGTERM, then SIGKILL after a grace period).
+Built on the benchmark's child processes (bench/procs.py): output in a log file (shown when a
+process fails to start), waited for until it answers, ended by PID (SIGTERM, then SIGKILL).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,19 +13,17 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import Child, StartError, console_script, free_port, which
+
+__all__ = ["Proc", "RedisServer", "find_binary", "free_port", "script", "ROOT"]
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_binary(name: str) -> str | None:
-    """PATH first, then the places Debian puts server binaries (/usr/sbin, postgresql's libdir)."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    """PATH and /usr/sbin first, then postgresql's libdir (where Debian puts initdb and pg_ctl)."""
+    found = which(name)
     if found:
         return found
     for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
@@ -39,79 +33,35 @@ def find_binary(name: str) -> str | None:
 
 def script(name: str) -> str:
     """A console script of this project, from the running interpreter's environment."""
-    path = BIN / name
-    return str(path) if path.exists() else name
+    return console_script(name)[0] if (BIN / name).exists() else name
 
 
-class Proc:
-    """One child process the test owns."""
+class Proc(Child):
+    """One child process a test owns (bench's Child: own session, log file, stopped by PID)."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 name: str = "proc") -> None:
-        self.argv = argv
-        self.name = name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
-        self._log = open(self.log_path, "wb")
-        full_env = {**os.environ, **(env or {})}
-        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-                                      cwd=cwd or str(ROOT), start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, name: str = "proc") -> None:
+        super().__init__(name, argv, env)
+        self.argv, self.env = argv, env  # to start it again (restart tests)
 
     def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait_port(self, port: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen on {port} within {timeout}s:\n{self.log()}")
+        return self.log_tail(10**7)
 
     def wait_http(self, url: str, timeout: float = 20.0, **kwargs) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
+                raise StartError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
             try:
                 httpx.get(url, timeout=1.0, **kwargs)
                 return
             except httpx.HTTPError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer {url} within {timeout}s:\n{self.log()}")
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the process group we started, SIGKILL what is left after `grace` seconds."""
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.popen.wait(grace)
-        self._log.close()
+        raise StartError(f"{self.name} did not answer {url} within {timeout}s:\n{self.log()}")
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: no clean shutdown."""
         if self.alive():
-            os.killpg(self.pid, signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.popen.wait(5)
 
 

@@ -53,8 +53,16 @@ class Nginx:
     prefix: Path
 
     def log(self) -> list[str]:
+        """The access log once it has settled: nginx writes a line just after the answer leaves."""
         path = self.prefix / "access.log"
-        return path.read_text().splitlines() if path.exists() else []
+        lines: list[str] = []
+        for _ in range(50):
+            again = path.read_text().splitlines() if path.exists() else []
+            if again == lines and lines:
+                break
+            lines = again
+            time.sleep(0.02)
+        return lines
 
 
 class NginxFactory:
