@@ -76,8 +76,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                            "K = 1..N to cover everything exactly once)")
     what.add_argument("--limit", type=int, metavar="N", help="stop after N items (a sample, or a benchmark)")
     how = p.add_argument_group("how hard")
-    how.add_argument("--jobs", type=int, default=4, metavar="N",
-                     help="requests in flight at most; size it to the backend's workers (default 4)")
+    how.add_argument("--jobs", type=int, default=6, metavar="N",
+                     help="requests in flight at most: the backend's workers + 2, so every worker always has the "
+                          "next request queued while the edge stores the last answer (default 6, for 4 workers)")
     how.add_argument("--rate", type=float, metavar="R", help="at most R requests a second")
     how.add_argument("--retries", type=int, default=3, metavar="N",
                      help="retries of a failing item (5xx, 429, timeouts) before it is recorded as Fail (default 3)")
