@@ -238,17 +238,25 @@ class Edge:
         if self.disk is not None:
             self._spawn(asyncio.to_thread(self.disk.set_many, items))
 
-    async def store(self, items: list[tuple[str, Entry]]) -> None:
-        """Write through every tier: memory at once, disk in a thread (one transaction), Redis pipelined."""
+    async def store(self, items: list[tuple[str, Entry]], *, wait: bool = True) -> None:
+        """Write through every tier: memory at once, disk in a thread (one transaction), Redis pipelined.
+        `wait=False` answers first and finishes disk and Redis in the background (batches, which no
+        other process waits on through the shared tiers)."""
         if self.memory is not None:
             for d, entry in items:
                 self.memory.set(d, entry)
+        for _, entry in items:
+            entry.stored_ok = True
+        if wait:
+            await self._store_shared(items)
+        elif items:
+            self._spawn(self._store_shared(items))
+
+    async def _store_shared(self, items: list[tuple[str, Entry]]) -> None:
         if self.disk is not None:
             await asyncio.to_thread(self.disk.set_many, items)
         if self.redis is not None:
             await self.redis.set_many(items)
-        for _, entry in items:
-            entry.stored_ok = True
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -258,7 +266,10 @@ class Edge:
     def _filler(self, req: Request, key: str, d: str) -> Callable[[], Awaitable[Entry]]:
         """How this miss is fetched: alone, or (a plain default-size thumbnail) in a coalesced batch."""
         alone = lambda: self.fill(req, key, d)  # noqa: E731
+        # Batching only pays when requests would queue for the upstream anyway: with free slots, a
+        # single render starts now and in parallel with its neighbours.
         if (self.coalescer is None or req.route.name not in COALESCED_ROUTES
+                or not self.upstreams[req.route.upstream].limit.locked()
                 or int(req.groups.get("w", self.settings.thumb_default_size)) != self.settings.thumb_default_size
                 or any(name != "_" for name, _ in req.params)):
             return alone
@@ -494,7 +505,7 @@ class Edge:
                     if entry is not None:
                         entries.append((d, entry))
                     futures[d].set_result(entry)
-                await self.store(entries)
+                await self.store(entries, wait=False)
         except BaseException as exc:
             for future in futures.values():
                 if not future.done():

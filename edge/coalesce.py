@@ -91,7 +91,7 @@ class ThumbnailCoalescer:
             if entry is not None:
                 entries.append((m.digest, entry))
         try:
-            await edge.store(entries)
+            await edge.store(entries)  # members hold cross-process fill locks until their entry is shared
         finally:
             for m, entry in zip(members, results):
                 if not m.future.done():

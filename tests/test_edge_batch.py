@@ -81,10 +81,11 @@ def test_webclient_batch(sim: Sim, edge: EdgeProc):
 
 
 def test_single_thumbnail_misses_are_coalesced_into_batches(sim: Sim, edges):
-    """A per-well plate load: 120 render_thumbnail misses become a few get_thumbnails upstream."""
+    """A per-well plate load: 120 render_thumbnail misses queueing for the upstream become a few
+    get_thumbnails batches (the first misses, while the upstream has free slots, go alone)."""
     import asyncio
 
-    edge = edges(env={"EDGE_COALESCE_WINDOW_MS": "20"})
+    edge = edges(env={"EDGE_COALESCE_WINDOW_MS": "20", "EDGE_UPSTREAM_CONCURRENCY": "2"})
     ids = plate_images(sim, 300)[180:300]
     missing_placeholder = sim.info["in_progress_images"][0]
     before = sim.stats()
@@ -98,7 +99,8 @@ def test_single_thumbnail_misses_are_coalesced_into_batches(sim: Sim, edges):
     after = sim.stats()
     batches = after["requests"].get("get_thumbnails", 0) - before["requests"].get("get_thumbnails", 0)
     singles = after["requests"].get("render_thumbnail", 0) - before["requests"].get("render_thumbnail", 0)
-    assert 3 <= batches <= 12 and singles == 2  # the placeholder and the missing image, fetched alone
+    # at most 2 alone while slots were free, plus the placeholder and the missing image fetched alone
+    assert 3 <= batches <= 12 and singles <= 8 and batches + singles <= 16  # not 122
     direct = {i: httpx.get(f"{sim.url}/webgateway/render_thumbnail/{i}/") for i in ids[:5]}
     for r, i in zip(responses, ids):
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
