@@ -43,14 +43,16 @@ _JSON_TYPES = ("application/json", "text/javascript", "application/javascript")
 
 
 class Edge:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | None) -> None:
+        self.settings = settings  # None: read EDGE_* / EDGE_CONFIG at start-up (`edge.app:app`)
         self.metrics = Metrics()
         self.admin = admin_app(self)
         self.started = False
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:
+        if self.settings is None:
+            self.settings = Settings.load()
         s = self.settings
         self.memory = MemoryTier(s.memory_size) if s.memory_size else None
         self.disk = None
@@ -115,7 +117,7 @@ class Edge:
                 try:
                     await self.startup()
                 except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    await send({"type": "lifespan.startup.failed", "message": f"edge: error: {exc}"})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -752,24 +754,6 @@ def create_app(settings: Settings | None = None) -> Edge:
     return Edge(settings or Settings.load())
 
 
-class _FromEnvironment:
-    """`edge.app:app`: an Edge configured from EDGE_* / EDGE_CONFIG when the server first calls it,
-    so importing this module reads no environment and a bad setting fails start-up cleanly."""
-
-    def __init__(self) -> None:
-        self.edge: Edge | None = None
-
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
-        if self.edge is None:
-            try:
-                self.edge = create_app()
-            except ValueError as exc:  # ConfigError: one line naming the setting
-                if scope["type"] == "lifespan":
-                    await receive()
-                    await send({"type": "lifespan.startup.failed", "message": f"edge: error: {exc}"})
-                    return
-                raise
-        await self.edge(scope, receive, send)
-
-
-app = _FromEnvironment()
+# `edge.app:app`: configured from EDGE_* / EDGE_CONFIG when the server starts it (lifespan), so
+# importing this module reads no environment and a bad setting fails start-up with one line.
+app = Edge(None)
