@@ -90,7 +90,10 @@ def h2load(urls: list[str], transport: Transport, concurrency: int, requests: in
     url_file = log.with_suffix(".urls")
     url_file.write_text("\n".join(urls) + "\n")
     argv = [binary, "-n", str(requests), *shape, "-i", str(url_file), f"--log-file={log}"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=H2LOAD_TIMEOUT)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=H2LOAD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise LoadFailed(f"h2load did not finish within {H2LOAD_TIMEOUT:.0f}s (stopped): {' '.join(argv)}") from None
     out = done.stdout
     match = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
