@@ -74,7 +74,9 @@ class Edge:
         self.upstreams = {Upstream.WEB: UpstreamPool("omero-web", s.backend, s)}
         self.upstreams[Upstream.MS] = UpstreamPool("omero-ms", s.ms, s) if s.ms else self.upstreams[Upstream.WEB]
         owner = f"{id(self)}"
-        shared = RedisLock(self.redis, owner) if self.redis else DiskLock(self.disk, owner) if self.disk else None
+        # A single worker needs no cross-process lock on its own directory (two SQLite writes per miss).
+        shared = RedisLock(self.redis, owner) if self.redis else \
+            DiskLock(self.disk, owner) if self.disk and s.workers > 1 else None
         self.flights = Flights(shared, s.fill_timeout)
         resolver = SessionResolver(s.session_redis_url, memo_ttl=min(5.0, s.access_ttl)) \
             if s.session_redis_url else None
