@@ -230,6 +230,8 @@ _BY_PREFIX = _index(ROUTES)
 
 def match(path: str) -> tuple[Route, dict[str, str]] | None:
     """The route a path belongs to and its groups, or None (proxy untouched)."""
+    if "\n" in path:
+        return None  # `$` would also match before a final newline: `…/N/%0A` must not share `…/N/`'s key
     parts = path.split("/", 3)
     if len(parts) < 3:
         return None

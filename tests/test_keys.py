@@ -85,3 +85,8 @@ def test_route_table_regex_covers_every_route():
         assert match(path) is not None and regex.match(path), path
     assert not regex.match("/webclient/login/") and match("/webclient/login/") is None
     assert len({r.name for r in ROUTES}) == len(ROUTES)
+
+
+def test_trailing_newline_is_not_the_same_url():
+    assert match("/webgateway/render_thumbnail/1/\n") is None
+    assert k("/webgateway/render_thumbnail/1/\n") is None
