@@ -211,28 +211,15 @@ class Edge:
 
     async def lookup(self, d: str, key: str) -> tuple[Entry | None, str]:
         """L0 → L1 → L2, copying a hit up; an entry invalidated by a purge is a miss."""
-        registry = self.registry
-        registry.refresh()
-        if self.memory is not None:
-            entry = self.memory.get(d)
-            if entry is not None and entry.key == key:
-                if registry.valid(entry.tags, entry.epoch):
-                    return entry, "memory"
-                self.memory.delete(d)
-        if self.disk is not None:
-            entry = self.disk.get(d, key)
-            if entry is not None:
-                if registry.valid(entry.tags, entry.epoch):
-                    if self.memory is not None:
-                        self.memory.set(d, entry)
-                    return entry, "disk"
-                self.disk.delete(d)
-        if self.redis is not None:
+        self.registry.refresh()
+        entry, tier = self._lookup_local(d, key)
+        if entry is None and self.redis is not None:
             entry = await self.redis.get(d, key)
-            if entry is not None and registry.valid(entry.tags, entry.epoch):
+            if entry is not None and self.registry.valid(entry.tags, entry.epoch):
                 self._copy_up([(d, entry)])
                 return entry, "redis"
-        return None, ""
+            return None, ""
+        return entry, tier
 
     def _copy_up(self, items: list[tuple[str, Entry]]) -> None:
         """A Redis hit goes to memory now and to disk in the background (the answer does not wait)."""
@@ -382,7 +369,7 @@ class Edge:
         tier_used = set()
         self.registry.refresh()  # purges made by the node's other workers
         for image_id, d, key in zip(ids, digests, keys):
-            entry, tier = await self._lookup_local(d, key)
+            entry, tier = self._lookup_local(d, key)
             if entry is not None:
                 found[image_id] = entry
                 tier_used.add(tier)
@@ -412,7 +399,7 @@ class Edge:
         if missing:
             status = "MISS"
             try:
-                results.update({i: json.dumps(v) for i, v in (await self._fill_batch(req, size, missing, extra)).items()})
+                results.update(await self._fill_batch(req, size, missing, extra))
             except UpstreamError as exc:
                 stale = {i: e for i, e in found.items() if now < e.stale_until}
                 if len(stale) + len(fresh_found) < len(ids):
@@ -461,24 +448,30 @@ class Edge:
             digests.append(found[1])
         return keys, digests
 
-    async def _lookup_local(self, d: str, key: str) -> tuple[Entry | None, str]:
+    def _lookup_local(self, d: str, key: str) -> tuple[Entry | None, str]:
+        """L0 then L1 (a disk hit is copied to memory); purged entries are dropped on the way."""
         registry = self.registry
         if self.memory is not None:
             entry = self.memory.get(d)
-            if entry is not None and entry.key == key and registry.valid(entry.tags, entry.epoch):
-                return entry, "memory"
+            if entry is not None and entry.key == key:
+                if registry.valid(entry.tags, entry.epoch):
+                    return entry, "memory"
+                self.memory.delete(d)
         if self.disk is not None:
             entry = self.disk.get(d, key)
-            if entry is not None and registry.valid(entry.tags, entry.epoch):
-                if self.memory is not None:
-                    self.memory.set(d, entry)
-                return entry, "disk"
+            if entry is not None:
+                if registry.valid(entry.tags, entry.epoch):
+                    if self.memory is not None:
+                        self.memory.set(d, entry)
+                    return entry, "disk"
+                self.disk.delete(d)
         return None, ""
 
     async def _fill_batch(self, req: Request, size: int, missing: list[tuple[int, str, str]],
-                          extra: list[tuple[str, str]]) -> dict[int, str | None]:
-        """Fetch only the missing ids as one smaller batch; ids already being fetched join that flight."""
-        out: dict[int, str | None] = {}
+                          extra: list[tuple[str, str]]) -> dict[int, str]:
+        """Fetch only the missing ids as one smaller batch; ids already being fetched join that flight.
+        Values come back as JSON literals, ready for the batch answer."""
+        out: dict[int, str] = {}
         waits = [(i, self.flights._local[d]) for i, d, _ in missing if d in self.flights._local]
         to_fetch = [(i, d, k) for i, d, k in missing if d not in self.flights._local]
         futures: dict[str, asyncio.Future] = {}
@@ -504,7 +497,7 @@ class Edge:
                 entries = []
                 for image_id, d, key in to_fetch:
                     value = data.get(str(image_id)) if isinstance(data, dict) else None
-                    out[image_id] = value
+                    out[image_id] = json.dumps(value)
                     entry = self._thumb_entry(req, key, image_id, value, epoch, started)
                     if entry is not None:
                         entries.append((d, entry))
@@ -524,7 +517,7 @@ class Edge:
                 entry = await asyncio.shield(future)
             except Exception:  # noqa: BLE001 - the other request's failure: this id stays null
                 entry = None
-            out[image_id] = _data_uri(entry) if isinstance(entry, Entry) else None
+            out[image_id] = _uri_json(entry) if isinstance(entry, Entry) and entry.status == 200 else "null"
         return out
 
     def _thumb_entry(self, req: Request, key: str, image_id: int, value, epoch: int, started: float) -> Entry | None:
@@ -711,12 +704,6 @@ async def _request_body(receive: Receive):
 
 def _etags(header: bytes) -> set[bytes]:
     return {part.strip().removeprefix(b"W/") for part in header.split(b",")}
-
-
-def _data_uri(entry: Entry | None) -> str | None:
-    if entry is None or entry.status != 200:
-        return None
-    return json.loads(_uri_json(entry))
 
 
 def _uri_json(entry: Entry) -> str:
