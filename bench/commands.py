@@ -16,6 +16,7 @@ from bench.measure import LoadFailed, Meter, run_matrix
 from bench.nginx import SKIP_CHOICES, NginxMissing
 from bench.procs import StartError
 from bench.report import Report, load_report, print_report, write_json
+from bench.sim.cli import positive_int
 from bench.targets import TARGETS, RunSettings, Stack
 
 ERR = Console(stderr=True)
@@ -33,13 +34,6 @@ def _csv(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -52,13 +46,13 @@ def _int_list(text: str) -> list[int]:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backend and servers (the same for every target)")
-    g.add_argument("--workers", type=_positive_int, default=4,
+    g.add_argument("--workers", type=positive_int, default=4,
                    help="backend worker slots of the simulated OMERO (default 4)")
     g.add_argument("--speed", type=float, default=1.0,
                    help="backend cost multiplier: 1 = default costs (thumbnail 15 ms, grid 50 ms, tile 80 ms), "
                         "0 = no added latency (default 1)")
     g.add_argument("--scale", choices=("small", "idr"), default="small", help="simulated data set (default small)")
-    g.add_argument("--server-workers", type=_positive_int, default=1,
+    g.add_argument("--server-workers", type=positive_int, default=1,
                    help="worker processes of the edge and of nginx (default 1)")
     g.add_argument("--nginx-skip", choices=SKIP_CHOICES, default="idr",
                    help="nginx proxy_no_cache rule: idr = IDR's list of cacheable URLs (the plate grid and imgData "
@@ -80,7 +74,7 @@ def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                         "h2-tls = HTTP/2 over TLS (ALPN) on one (default all; the backend speaks no TLS)")
     g.add_argument("--rtt", type=float, action="append", metavar="MS",
                    help="round-trip time added by the delay proxy; repeat for several (default: 0 and 20)")
-    g.add_argument("--repeat", type=_positive_int, default=5, help="timed loads per cell (default 5)")
+    g.add_argument("--repeat", type=positive_int, default=5, help="timed loads per cell (default 5)")
     g.add_argument("--load-timeout", type=float, default=120.0, metavar="S",
                    help="a load that has not finished after S seconds fails the run (default 120)")
 
@@ -89,7 +83,7 @@ def _add_hits_options(p: argparse.ArgumentParser, transports: bool = True) -> No
     g = p.add_argument_group("cache-hit load (h2load)")
     g.add_argument("--concurrency", type=_int_list, default=[1, 10, 100], metavar="N,N,...",
                    help="requests in flight, comma-separated (default 1,10,100)")
-    g.add_argument("--requests", type=_positive_int, default=20000, help="requests per h2load run (default 20000)")
+    g.add_argument("--requests", type=positive_int, default=20000, help="requests per h2load run (default 20000)")
     if transports:
         g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
                        help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")

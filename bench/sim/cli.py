@@ -7,11 +7,12 @@ from bench.sim.config import SimConfig
 from bench.sim.presets import PRESETS
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return n
+def positive_int(text: str) -> int:
+    """argparse type for counts (workers, repeats): a whole number ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also serve the omero-ms-image-region routes on this port (same state, stats as ms:<name>)")
     p.add_argument("--scale", choices=sorted(PRESETS), default="small",
                    help="data set: small (every test case, a few thousand images) or idr (230k images, 331 plates)")
-    p.add_argument("--workers", type=_positive, default=4,
+    p.add_argument("--workers", type=positive_int, default=4,
                    help="concurrent backend renders; further requests queue, like a WSGI worker pool")
     p.add_argument("--speed", type=float, default=1.0,
                    help="multiplier on per-endpoint costs (thumbnail 15/60 ms, tile 80 ms, ...); 0 adds no latency")
@@ -37,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="disable the public user: anonymous requests get 302 to login / 403")
     p.add_argument("--session-cookie", default="sessionid",
                    help="Django session cookie name (omero.web.session_cookie_name; IDR uses sessionid_idr)")
-    p.add_argument("--cookie-age", type=_positive, default=86400, help="session lifetime in seconds (Redis TTL)")
-    p.add_argument("--thumb-size", type=_positive, default=96,
+    p.add_argument("--cookie-age", type=positive_int, default=86400, help="session lifetime in seconds (Redis TTL)")
+    p.add_argument("--thumb-size", type=positive_int, default=96,
                    help="default thumbnail longest side (omero.client.browser.thumb_default_size)")
     p.add_argument("--server", choices=("granian", "hypercorn"), default="granian",
                    help="HTTP server; both speak HTTP/1.1 and h2c with prior knowledge")
