@@ -181,8 +181,15 @@ class Edge:
             entry = None  # negative entries are the public's answer only (see storable)
         now = time.time()
         if entry is not None and not await self.access.allowed(req.requester, entry, req.objects()):
-            # Not readable by this requester: the backend answers them itself, exactly as without the edge.
-            return await self.passthrough(req.scope, None, send, "denied")
+            # Not readable by this requester: answered exactly as a miss would be (same credentials, same
+            # status, same X-Edge-Cache), so the answer never tells whether someone else cached the URL,
+            # and never stored (it must not replace the reader's entry under a shared key).
+            self.metrics.misses.inc()
+            try:
+                fresh = await self.fill(req, key, d, store=False)
+            except UpstreamError as exc:
+                return await self.respond_error(req, send, exc)
+            return await (self.warm_answer(send, "MISS", fresh, "") if warm else self.respond(req, send, fresh, "MISS", ""))
         if entry is not None and entry.is_fresh(now):
             self.metrics.hot.hits[tier] += 1
             return await (self.warm_answer(send, "HIT", entry, tier) if warm else self.respond(req, send, entry, "HIT", tier))
@@ -266,8 +273,8 @@ class Edge:
             return alone
         return lambda: self.coalescer.fill(req, int(req.groups["iid"]), key, d, alone)
 
-    async def fill(self, req: Request, key: str, d: str) -> Entry:
-        """Fetch from the route's upstream and store what is safe and final."""
+    async def fill(self, req: Request, key: str, d: str, store: bool = True) -> Entry:
+        """Fetch from the route's upstream and store what is safe and final (unless `store` is False)."""
         epoch = self.registry.epoch()
         started = time.time()
         qs = req.scope["query_string"]
@@ -276,7 +283,7 @@ class Edge:
         body = resp.content
         entry = self.make_entry(req, key, resp.status_code, content_type, body, epoch, started,
                                 [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")])
-        if self.storable(req.route, entry, content_type):
+        if store and self.storable(req.route, entry, content_type):
             await self.store([(d, entry)])
         return entry
 
