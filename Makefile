@@ -6,7 +6,7 @@ SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests drive for real: binary -> package
 SYSTEM_DEPS = nginx:nginx h2load:nghttp2-client redis-server:redis-server curl:curl initdb:postgresql
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test install system-deps nginx-examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# Re-renders the example configs in nginx/ with the commands listed in nginx/README.md.
+nginx-examples: install
+	grep '^edge nginx-conf ' nginx/README.md | PATH="$(CURDIR)/$(BIN):$$PATH" sh -ex
 
 clean:
 	rm -rf $(VENV) build *.egg-info

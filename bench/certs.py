@@ -3,7 +3,9 @@
 Every TLS listener of a run (edge, nginx, the browser page) serves the same certificate, and
 every client trusts only this CA, so nothing is installed system-wide. The key is written as
 PKCS#8 because granian accepts no other form; Chromium trusts the certificate through the
-SHA-256 of its public key (`--ignore-certificate-errors-spki-list`).
+SHA-256 of its public key (`--ignore-certificate-errors-spki-list`). trustme (and the
+cryptography it brings) is the `bench` extra, imported only here so `bench sim` and `--help`
+work from a base install.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509 import load_pem_x509_certificate
+
+class CertsUnavailable(RuntimeError):
+    """trustme is not installed, so a run has no certificate for its TLS listeners."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class Certs:
 
 
 def make_certs(directory: Path) -> Certs:
+    try:
+        import trustme
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.x509 import load_pem_x509_certificate
+    except ImportError:
+        raise CertsUnavailable("the benchmarks' TLS certificate needs trustme: "
+                               "pip install 'omero-edge[bench]'") from None
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from bench.certs import CertsUnavailable
 from bench.clients import Transport
 from bench.measure import LoadFailed, Meter, run_matrix
 from bench.nginx import SKIP_CHOICES, NginxMissing
@@ -194,8 +195,9 @@ def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
         try:
             with Stack(_settings(args)) as stack:
                 report = runner(args, stack)
-        except (LoadFailed, StartError, NginxMissing) as exc:
-            ERR.print(f"bench: error: {exc}")
+        except (LoadFailed, StartError, NginxMissing, CertsUnavailable) as exc:
+            # Verbatim and unwrapped: log tails and pip extras hold [brackets], a pip command must stay one line.
+            ERR.print(f"bench: error: {exc}", markup=False, soft_wrap=True)
             return 1
         except KeyboardInterrupt:
             ERR.print("bench: interrupted; every process it started has been stopped")

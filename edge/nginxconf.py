@@ -5,8 +5,9 @@ Cacheable paths (the edge's own route table, `edge.routes`, exported as regexes:
 hand-kept copy) go to the edges; everything else goes to OMERO.web exactly as before. When no
 edge answers, or one answers 502/503/504, nginx re-sends the request to OMERO.web, or to
 omero-ms-image-region for the routes the edge would have fetched there, through
-`error_page … = @fallback` with `proxy_intercept_errors`. The templates in `nginx/` carry the
-comments that explain each directive; this module only chooses and fills them.
+`error_page … = @fallback` with `proxy_intercept_errors`. The templates in `edge/nginx/`
+(package data, so an installed wheel has them) carry the comments that explain each directive;
+this module only chooses and fills them. The top-level `nginx/` holds examples rendered from them.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from string import Template
 from .routes import ROUTES, Upstream, cacheable_regex
 from .settings import ConfigError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "nginx"
+TEMPLATES = Path(__file__).resolve().parent / "nginx"
 
 # omero-ms-image-region's own nginx routing (its README; omero-web-api.md §5), plus the NGFF
 # bird's-eye view it also serves: what a site with the microservice already sends it directly.
