@@ -14,14 +14,11 @@ from collections import OrderedDict
 
 from .identity import Requester
 from .keys import PUBLIC
+from .kinds import BY_NAME
 from .metrics import Metrics
 from .settings import Settings
 from .upstream import Upstream, UpstreamError
 
-API_PATHS = {
-    "image": "images", "plate": "plates", "plateacquisition": "plateacquisitions", "well": "wells",
-    "screen": "screens", "dataset": "datasets", "project": "projects", "roi": "rois", "shape": "shapes",
-}
 
 
 class AccessChecker:
@@ -47,7 +44,7 @@ class AccessChecker:
         objects = list(objects)
         if requester.audience == PUBLIC and public_entries:
             return [True] * len(objects)
-        return list(await asyncio.gather(*(self._check(requester, obj) if obj.split(":")[0] in API_PATHS
+        return list(await asyncio.gather(*(self._check(requester, obj) if obj.split(":")[0] in BY_NAME
                                            else _true() for obj in objects)))
 
     async def _check(self, requester: Requester, obj: str) -> bool:
@@ -81,7 +78,7 @@ class AccessChecker:
         if cookie:
             headers.append(("cookie", f"{self.cookie_name}={cookie}"))
         try:
-            resp = await self.upstream.request("GET", f"/api/v0/m/{API_PATHS[kind]}/{ident}/", headers)
+            resp = await self.upstream.request("GET", f"/api/v0/m/{BY_NAME[kind].api}/{ident}/", headers)
         except UpstreamError:
             self.metrics.access_checks.labels("error").inc()
             return False

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .purge import ALL
+from .kinds import ALL, KINDS, tag
+from .metrics import Metrics
+from .purge import PurgeRegistry
+from .settings import Settings
+from .tiers import DiskTier, MemoryTier, RedisTier
+from .upstream import Upstream
 
-if TYPE_CHECKING:
-    from .app import Edge
-
-PURGE_KINDS = ("image", "plate", "screen", "dataset", "project", "well", "plateacquisition", "shape", "roi")
+PURGE_KINDS = tuple(kind.name for kind in KINDS)
 
 
 def purge_tags(spec: dict) -> list[str]:
@@ -30,7 +32,7 @@ def purge_tags(spec: dict) -> list[str]:
         for ident in value if isinstance(value, list) else [value]:
             if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
                 raise ValueError(f"{kind} ids must be non-negative integers")
-            tags.append(f"{kind}:{ident}")
+            tags.append(tag(kind, ident))
     unknown = set(spec) - set(PURGE_KINDS) - {"all"}
     if unknown:
         raise ValueError(f"unknown purge keys: {', '.join(sorted(unknown))}")
@@ -39,14 +41,27 @@ def purge_tags(spec: dict) -> list[str]:
     return tags
 
 
-def admin_app(edge: Edge) -> Starlette:
+@dataclass
+class Shown:
+    """What the admin endpoints show and act on (not the whole edge)."""
+
+    settings: Settings
+    memory: MemoryTier | None
+    disk: DiskTier | None
+    redis: RedisTier | None
+    upstreams: list[Upstream]
+    registry: PurgeRegistry
+    metrics: Metrics
+
+
+def admin_app(edge: Shown) -> Starlette:
     async def health(request: Request) -> Response:
         tiers = {"memory": edge.memory is not None}
         if edge.disk is not None:
             tiers["disk"] = edge.disk.up
         if edge.redis is not None:
             tiers["redis"] = await edge.redis.ping()
-        upstreams = {pool.name: pool.breaker.state for pool in {id(p): p for p in edge.upstreams.values()}.values()}
+        upstreams = {pool.name: pool.breaker.state for pool in edge.upstreams}
         ok = all(tiers.values()) and all(state == "closed" for state in upstreams.values())
         return JSONResponse({"status": "ok" if ok else "degraded", "tiers": tiers, "upstreams": upstreams,
                              "access": edge.settings.access})

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from . import nginxconf
+from .kinds import KINDS
 from .settings import ConfigError, Settings
 
 EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
@@ -135,12 +136,12 @@ def _wait_for(url: str, alive: Callable[[], bool], timeout: float = 30.0) -> Non
 
 def cmd_purge(args: argparse.Namespace) -> int:
     spec: dict = {"all": True} if args.all else {}
-    for kind in ("image", "plate", "screen", "dataset", "project", "well"):
-        ids = getattr(args, kind)
+    for kind in KINDS:
+        ids = getattr(args, kind.name)
         if ids:
-            spec[kind] = ids
+            spec[kind.name] = ids
     if not spec:
-        raise ConfigError("name what to purge: --image/--plate/--screen/--dataset/--project/--well ID or --all")
+        raise ConfigError(f"name what to purge: {'/'.join('--' + k.name for k in KINDS)} ID or --all")
     if args.edge:
         token = args.token or os.environ.get("EDGE_PURGE_TOKEN", "")
         resp = httpx.post(args.edge.rstrip("/") + "/_edge/purge", json=spec,
@@ -212,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Without --edge, writes the purge to the cache directory and Redis of the "
                                    "given settings directly; with --edge, asks a running edge.")
     _settings_options(p)
-    for kind in ("image", "plate", "screen", "dataset", "project", "well"):
-        p.add_argument(f"--{kind}", type=int, action="append", metavar="ID", help=f"purge {kind} ID (repeatable)")
+    for kind in KINDS:
+        p.add_argument(f"--{kind.name}", type=int, action="append", metavar="ID",
+                       help=f"purge {kind.name} ID (repeatable)")
     p.add_argument("--all", action="store_true", help="purge everything")
     p.add_argument("--edge", help="URL of a running edge (uses POST /_edge/purge)")
     p.add_argument("--token", help="purge token (default $EDGE_PURGE_TOKEN)")

@@ -4,52 +4,60 @@ A gallery or a per-well plate view asks for hundreds of `render_thumbnail/<id>/`
 is one request to OMERO.web. Their default-size thumbnails are the same entries a
 `get_thumbnails` batch fills (OMERO serves both from its thumbnail service at the default
 longest side), so misses that arrive within `coalesce_window_ms` of each other, for the same
-audience, are fetched as one batch of up to 50 ids. An id the batch cannot answer with a final
-image (null, a placeholder) is fetched on its own, so its requester gets the backend's exact answer;
-a failing backend's answer (5xx, unreachable) goes to every member without a second try.
+audience, are fetched as one batch of up to `thumbnails_batch` ids. An id the batch cannot answer
+with a final image (null, a placeholder) is fetched on its own, so its requester gets the backend's
+exact answer; a failing backend's answer (5xx, unreachable) goes to every member without a second try.
+Which routes coalesce, and into which batch URL, is the route row's `batch`.
 """
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from .cache import Background
 from .entry import Entry
+from .request import Request
+from .routes import BY_NAME
+from .thumbnails import BatchFailed, Member, Thumbnails
 from .upstream import UpstreamError
-
-if TYPE_CHECKING:
-    from .app import Edge, Request
-
-MAX_BATCH = 50
 
 
 @dataclass
 class _Pending:
     req: Request
-    image_id: int
-    key: str
-    digest: str
-    future: asyncio.Future[Entry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    member: Member
+    future: asyncio.Future[Entry | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ThumbnailCoalescer:
-    def __init__(self, edge: Edge, window_ms: float) -> None:
-        self.edge = edge
+    def __init__(self, thumbnails: Thumbnails, background: Background, window_ms: float, default_size: int,
+                 limit: int) -> None:
+        self.thumbnails = thumbnails
+        self.background = background
         self.window = window_ms / 1000
+        self.default_size = default_size
+        self.limit = limit
         self._groups: dict[tuple, list[_Pending]] = {}
 
-    async def fill(self, req: Request, image_id: int, key: str, digest: str,
-                   alone: Callable[[], Awaitable[Entry]]) -> Entry:
+    def applies(self, req: Request) -> bool:
+        """A plain default-size thumbnail on a route that has a batch form, while the upstream is
+        saturated: batching only pays when requests would queue anyway (with free slots a single
+        render starts now, in parallel with its neighbours)."""
+        route = req.route
+        return (bool(route.batch) and self.thumbnails.origin.pool(req).limit.locked()
+                and int(req.groups.get(route.thumb_size_group, self.default_size)) == self.default_size
+                and all(name == "_" for name, _ in req.params))
+
+    async def fill(self, req: Request, alone: Callable[[], Awaitable[Entry]]) -> Entry:
         """The entry for one default-size thumbnail, fetched in a batch with its neighbours in time."""
-        group = (req.requester.audience, req.requester.session)
-        pending = _Pending(req, image_id, key, digest)
+        group = (req.route.batch, req.requester.audience, req.requester.session)
+        pending = _Pending(req, Member(int(req.groups[req.route.image_group]), req.key, req.digest))
         members = self._groups.setdefault(group, [])
         members.append(pending)
         if len(members) == 1:
             asyncio.get_running_loop().call_later(self.window, self._flush_later, group, members)
-        if len(members) >= MAX_BATCH:
+        if len(members) >= self.limit:
             self._flush_later(group, members)
         entry = await pending.future
         return entry if entry is not None else await alone()
@@ -57,46 +65,24 @@ class ThumbnailCoalescer:
     def _flush_later(self, group: tuple, members: list[_Pending]) -> None:
         if self._groups.get(group) is members:
             del self._groups[group]
-            self.edge._spawn(self._flush(members))
+            self.background.spawn(self._flush(members))
 
     async def _flush(self, members: list[_Pending]) -> None:
-        edge = self.edge
         first = members[0].req
-        epoch = edge.registry.epoch()
-        started = time.time()
-        path = _BATCH_PATHS[first.route.name] + "?" + "&".join(f"id={m.image_id}" for m in members)
+        path = BY_NAME[first.route.batch].base_path
+        results: dict[int, Entry | None] = {}
         try:
-            resp = await edge.fetch(first, path)
+            # Members hold cross-process fill locks until their entry is shared: wait for the tiers.
+            results = (await self.thumbnails.fetch_batch(first, path, [p.member for p in members])).entries
         except UpstreamError as exc:  # unreachable or timed out: every member gets the error (or its stale copy)
-            for m in members:
-                m.future.set_exception(exc)
-                m.future.exception()
-            return
-        if resp.status_code >= 500:  # failing: every member gets the backend's own answer, not a second try
-            failed = edge.make_entry(first, "", resp.status_code, resp.headers.get("content-type", ""),
-                                     resp.content, epoch, started)
-            for m in members:
-                m.future.set_result(failed)
-            return
-        try:
-            data = resp.json() if resp.status_code == 200 else {}
-        except ValueError:
-            data = {}
-        entries: list[tuple[str, Entry]] = []
-        results: list[Entry | None] = []
-        for m in members:
-            value = data.get(str(m.image_id)) if isinstance(data, dict) else None
-            entry = edge._thumb_entry(m.req, m.key, m.image_id, value, epoch, started)
-            results.append(entry)
-            if entry is not None:
-                entries.append((m.digest, entry))
-        try:
-            await edge.store(entries)  # members hold cross-process fill locks until their entry is shared
+            for p in members:
+                p.future.set_exception(exc)
+                p.future.exception()
+        except BatchFailed as failed:
+            if failed.entry.status >= 500:  # failing: every member gets the backend's own answer, no second try
+                for p in members:
+                    p.future.set_result(failed.entry)
         finally:
-            for m, entry in zip(members, results):
-                if not m.future.done():
-                    m.future.set_result(entry)  # None: the member fetches alone
-
-
-_BATCH_PATHS = {"gw.render_thumbnail": "/webgateway/get_thumbnails/"}
-COALESCED_ROUTES = frozenset(_BATCH_PATHS)
+            for p in members:
+                if not p.future.done():
+                    p.future.set_result(results.get(p.member.image_id))  # None: the member fetches alone

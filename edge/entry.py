@@ -14,6 +14,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from .protocol import JSON_TYPES
+
 MAGIC = b"OE1\n"
 
 # Headers from the backend worth replaying. Never Set-Cookie, never Vary (Django's Vary: Cookie).
@@ -37,7 +39,7 @@ def body_matches_type(content_type: str, body: bytes) -> bool:
     magics = _MAGIC_NUMBERS.get(media)
     if magics is not None:
         return body.startswith(magics)
-    if media in ("application/json", "text/javascript", "application/javascript"):
+    if media in JSON_TYPES:
         return True
     return media != ""
 
@@ -68,8 +70,7 @@ class Entry:
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + 256
-        self.compressible = len(self.body) > 1024 and self.content_type().startswith(
-            ("application/json", "text/javascript", "application/javascript"))
+        self.compressible = len(self.body) > 1024 and self.content_type().startswith(JSON_TYPES)
 
     @classmethod
     def build(cls, key: str, status: int, content_type: str, body: bytes, *, ttl: float, stale: float,

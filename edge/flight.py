@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from .entry import Entry
@@ -50,10 +50,14 @@ class Flights:
         return digest in self._local
 
     async def run(self, digest: str, key: str, fill: Callable[[], Awaitable[Entry]]) -> tuple[Entry, bool]:
-        """The entry for `key`, fetched at most once; the flag says whether this caller waited on another."""
+        """The entry for `key`, fetched at most once; the flag says whether this caller waited on another.
+        A batch member's claim can settle with nothing (the batch had no final image for it): then
+        this caller fills it itself."""
         future = self._local.get(digest)
         if future is not None:
-            return await asyncio.shield(future), True
+            entry = await asyncio.shield(future)
+            if entry is not None:
+                return entry, True
         future = asyncio.get_running_loop().create_future()
         self._local[digest] = future
         try:
@@ -65,7 +69,36 @@ class Flights:
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
-            del self._local[digest]
+            if self._local.get(digest) is future:
+                del self._local[digest]
+
+    def claim(self, digests: Iterable[str]) -> tuple[dict[str, asyncio.Future], dict[str, asyncio.Future]]:
+        """Claims, in this process, every key nobody is filling yet (a batch's missing members).
+        Returns (claimed, others): the caller fills the claimed keys and must `settle` them; the
+        others' futures give the entries other requests are fetching."""
+        loop = asyncio.get_running_loop()
+        claimed: dict[str, asyncio.Future] = {}
+        others: dict[str, asyncio.Future] = {}
+        for digest in digests:
+            future = self._local.get(digest)
+            if future is not None:
+                others[digest] = future
+            elif digest not in claimed:
+                claimed[digest] = self._local[digest] = loop.create_future()
+        return claimed, others
+
+    def settle(self, claimed: dict[str, asyncio.Future], results: Mapping[str, Entry | None] | None = None,
+               error: BaseException | None = None) -> None:
+        """Ends the claims: each waiter gets its entry (None: fill it yourself), or `error`."""
+        for digest, future in claimed.items():
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                    future.exception()
+                else:
+                    future.set_result((results or {}).get(digest))
+            if self._local.get(digest) is future:
+                del self._local[digest]
 
     async def _fill_once(self, digest: str, key: str, fill: Callable[[], Awaitable[Entry]]) -> tuple[Entry, bool]:
         if self.shared is None:

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .keys import PUBLIC
+from .status import Bypass
 
 log = logging.getLogger("edge.identity")
 SESSION_PREFIX = ":1:django.contrib.sessions.cache"
@@ -51,7 +52,7 @@ class Requester:
     audience: str | None  # PUBLIC, "u:<hash>", or None = bypass the cache
     session: str = ""  # hashed cookie value (for read-check memos); never the cookie itself
     user_id: int | None = None
-    reason: str = ""  # why it bypasses
+    reason: Bypass | None = None  # why it bypasses
     cookie: str = field(default="", repr=False)  # sent only to the backend, for read checks
 
 
@@ -103,22 +104,22 @@ class Identity:
 
     async def requester(self, headers: dict[bytes, bytes]) -> Requester:
         if b"x-omero-session-key" in headers or b"authorization" in headers:
-            return Requester(None, reason="session-key")
+            return Requester(None, reason=Bypass.SESSION_KEY)
         raw = headers.get(b"cookie")
         cookie = cookie_value(raw.decode("latin-1"), self.cookie_name) if raw else None
         if cookie is None:
             return Requester(PUBLIC)
         if self.resolver is None:
-            return Requester(None, reason="session")  # cannot tell a user from the public user: stay safe
+            return Requester(None, reason=Bypass.SESSION)  # cannot tell a user from the public user: stay safe
         session = await self.resolver.session(cookie)
         connector = session.get("connector") if session else None
         if not isinstance(connector, dict) or not connector.get("omero_session_key"):
             # Unknown, expired or tampered session: the backend decides, the cache stays out of it.
-            return Requester(None, reason="unknown-session")
+            return Requester(None, reason=Bypass.UNKNOWN_SESSION)
         if connector.get("is_public"):
             return Requester(PUBLIC)
         if not self.per_user:
-            return Requester(None, reason="user")
+            return Requester(None, reason=Bypass.USER)
         user_id = connector.get("user_id")
         return Requester("u:" + hashed(f"user:{user_id}"), session=hashed(cookie),
                          user_id=user_id if isinstance(user_id, int) else None, cookie=cookie)

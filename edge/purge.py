@@ -23,8 +23,9 @@ import struct
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .kinds import ALL
+
 log = logging.getLogger("edge.purge")
-ALL = "*"
 CHANNEL = "edge:purge"
 SEQ_KEY = "edge:purge:seq"
 HASH_KEY = "edge:purge:tags"

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .kinds import KINDS
+
 
 class Kind(str, Enum):
     IMAGE = "image"  # bytes whose content type must match their magic number
@@ -46,10 +48,21 @@ class Route:
     thumb_size_group: str = ""  # the group holding a thumbnail's longest side (for batch entries)
     absolute_urls: bool = False  # JSON holds links built from Host: the host is part of the key
     item: str = ""  # BATCH only: the route whose entries hold the batch's per-image thumbnails
+    batch: str = ""  # a single thumbnail's batch route: default-size misses may be coalesced into it
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regex", re.compile(self.pattern))
+
+    @property
+    def image_group(self) -> str:
+        """The path group holding the image id ("" when the URL names no image)."""
+        return next((group for group, kind in self.objects if kind == "image"), "")
+
+    @property
+    def base_path(self) -> str:
+        """The literal path before the first placeholder (a batch route's URL at the default size)."""
+        return self.canonical.split("{", 1)[0]
 
 
 IMG = (("iid", "image"),)
@@ -64,7 +77,7 @@ def _thumb_routes(prefix: str, tag: str) -> list[Route]:
     return [
         Route(f"{tag}.render_thumbnail", rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
               Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=thumb,
-              defaults=(("w", "{default_size}"),), thumb_size_group="w"),
+              defaults=(("w", "{default_size}"),), thumb_size_group="w", batch=f"{tag}.get_thumbnails"),
         Route(f"{tag}.render_thumbnail_box",
               rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/{_ID.format('w')}/{_ID.format('h')}/$",
               Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
@@ -170,16 +183,14 @@ ROUTES: tuple[Route, ...] = (
     Route("api.v0", r"^/api/v0/$", Kind.JSON, "api", Personal.NEVER, absolute_urls=True),
 )
 
-API_TYPES = {
-    "screens": "screen", "plates": "plate", "plateacquisitions": "plateacquisition", "wells": "well",
-    "projects": "project", "datasets": "dataset", "images": "image", "rois": "roi", "shapes": "shape",
-}
+
 API_CHILDREN = ("plates", "wells", "plateacquisitions", "screens", "datasets", "images", "projects", "rois")
 
 
 def _api_routes() -> tuple[Route, ...]:
     routes = []
-    for plural, obj in API_TYPES.items():
+    for kind in KINDS:
+        plural, obj = kind.api, kind.name
         base = rf"^/api/v0/m/{plural}/"
         routes += [
             Route(f"api.{plural}", base + "$", Kind.JSON, "api", Personal.ALWAYS, absolute_urls=True),

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from .protocol import DEFAULT_THUMBNAILS_BATCH
 
 
 class ConfigError(ValueError):
@@ -66,6 +69,9 @@ class Settings:
     public_base_url: str = _doc("Base URL of API JSON links; empty = the request's Host (part of API keys).", "")
     thumb_default_size: int = _doc("OMERO's omero.client.browser.thumb_default_size (folds …/<id>/ into …/<id>/96/).",
                                    96)
+    thumbnails_batch: int = _doc("OMERO.web's omero.web.thumbnails_batch: most ids in one get_thumbnails (more get "
+                                 "OMERO's own 500); also the coalescer's and the warmer's batch size.",
+                                 DEFAULT_THUMBNAILS_BATCH)
     session_cookie: str = _doc("OMERO.web session cookie name (IDR: sessionid_idr).", "sessionid")
     public_session_path: str = _doc("URL path (inside OMERO.web's public filter) the edge requests to get its own "
                                     "public-user session.", "/api/v0/m/screens/?limit=1")
@@ -145,6 +151,8 @@ class Settings:
             raise ConfigError("max_header_size must be at least 8192")
         if self.header_timeout <= 0:
             raise ConfigError("header_timeout must be positive")
+        if self.thumbnails_batch < 1:
+            raise ConfigError("thumbnails_batch must be at least 1")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
         if self.access == "verified" and not self.session_redis_url:
@@ -153,6 +161,11 @@ class Settings:
     def doc_rows(self) -> list[tuple[str, str, str]]:
         """(setting, default, meaning) for the README table and `edge config`."""
         return [(f.name, repr(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)]
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for logs and errors: its password (user info) masked."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def _choices(f: dataclasses.Field) -> tuple[str, ...]:

@@ -116,7 +116,9 @@ class Breaker:
 
 
 class Upstream:
-    def __init__(self, name: str, urls: list[str], settings: Settings) -> None:
+    def __init__(self, name: str, urls: list[str], settings: Settings,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`transport` replaces the network (tests drive an in-process backend through it)."""
         self.name = name
         self.targets = [_Target(u.rstrip("/")) for u in urls]
         self._cycle = itertools.cycle(range(len(self.targets)))
@@ -132,7 +134,7 @@ class Upstream:
             # Twice the cap: passed-through bodies still stream after their slot is released.
             limits=httpx.Limits(max_connections=settings.upstream_concurrency * 2,
                                 max_keepalive_connections=settings.upstream_concurrency),
-            follow_redirects=False, trust_env=False, cookies=_no_cookie_jar())
+            follow_redirects=False, trust_env=False, cookies=_no_cookie_jar(), transport=transport)
 
     def _pick(self) -> _Target:
         now = time.monotonic()

@@ -3,7 +3,7 @@
 For sites where routing millions of warm requests through a serving edge is unwelcome: the warmer
 fetches from OMERO.web itself and writes Redis with the edge's own code, so every edge node finds
 the entries on its next lookup. Keys come from `edge.keys`; entries are built and vetted by the
-edge's `make_entry` / `storable` / batch-splitting code (TTLs, tags, placeholder checks) with the
+edge's entry policy (`edge.policy`) (TTLs, tags, placeholder checks) with the
 edge's settings (`--config` or EDGE_* variables); the purge epoch comes from the edge's purge
 registry in the same Redis, so a purge issued during the run still wins.
 """
@@ -13,13 +13,14 @@ import json
 import time
 from urllib.parse import urlsplit
 
-from edge.app import Edge, Request, _safe_url
 from edge.entry import Entry
 from edge.identity import Requester
-from edge.keys import PUBLIC, digest, key_text, parse_query, thumbnail_key
+from edge.keys import PUBLIC, digest, thumbnail_key
+from edge.policy import EntryPolicy
 from edge.purge import PurgeRegistry
-from edge.routes import Kind, match
-from edge.settings import Settings
+from edge.request import Request, request_for
+from edge.routes import Kind
+from edge.settings import Settings, safe_url
 from edge.tiers import RedisTier
 
 from .http1 import Http1Pool, HttpError, Response
@@ -32,7 +33,7 @@ class DirectTarget:
     def __init__(self, settings: Settings, redis_url: str, backend: str, *, jobs: int, host: str,
                  refresh_before: float = 0.0, timeout: float = 120.0) -> None:
         self.settings = settings
-        self.edge = Edge(settings)  # only its pure entry-building methods are used; it is never started
+        self.policy = EntryPolicy(settings)
         self.redis = RedisTier(redis_url, settings.redis_max_body)
         self.registry = PurgeRegistry(None, redis_url)
         self.host = settings.public_base_url or host
@@ -42,7 +43,7 @@ class DirectTarget:
 
     async def check(self) -> None:
         if not await self.redis.ping():
-            raise Fatal(f"cannot reach Redis at {_safe_url(self.redis.url)}: {self.redis.last_error}")
+            raise Fatal(f"cannot reach Redis at {safe_url(self.redis.url)}: {self.redis.last_error}")
         try:
             await self.http.get("/api/v0/")
         except HttpError as exc:
@@ -53,11 +54,6 @@ class DirectTarget:
         return (entry is not None and entry.is_fresh(time.time()) and entry.stored >= self.refresh_before
                 and self.registry.valid(entry.tags, entry.epoch))
 
-    def _request(self, path: str, query: str) -> Request:
-        route, groups = match(path) or (None, {})
-        if route is None:
-            raise LookupError(path)
-        return Request({}, route, groups, parse_query(query.encode()), _PUBLIC, {}, self.host)
 
     async def _fetch(self, url: str) -> Response:
         try:
@@ -74,15 +70,12 @@ class DirectTarget:
             raise Retryable(0, f"Redis write failed: {self.redis.last_error}")
 
     async def warm(self, item: Item) -> Outcome:
-        path, _, query = item.url.partition("?")
-        try:
-            req = self._request(path, query)
-        except LookupError:
+        req = request_for(self.settings, item.url, _PUBLIC, self.host)
+        if req is None:
             return Outcome(FAIL, 0, "the edge does not cache this URL")
         if req.route.kind is Kind.BATCH:
             return await self._batch(req, item)
-        key = key_text(req.route, path, req.groups, req.params, audience=PUBLIC, host=self.host,
-                       default_size=self.settings.thumb_default_size)
+        key = req.key
         d = digest(key)
         if self._usable(await self.redis.get(d, key)):
             return Outcome(SKIP, 200)
@@ -91,10 +84,10 @@ class DirectTarget:
         content_type = resp.headers.get("content-type", "")
         version = resp.headers.get("x-omero-apiversion")
         extra = [(b"x-omero-apiversion", version.encode())] if version else []
-        entry = self.edge.make_entry(req, key, resp.status, content_type, resp.body, epoch, started, extra)
+        entry = self.policy.entry(req, resp.status, content_type, resp.body, epoch=epoch, started=started, extra=extra)
         if resp.status != 200:
             return Outcome(FAIL, resp.status, f"backend answered {resp.status}")
-        if not self.edge.storable(req.route, entry, content_type):
+        if not self.policy.storable(req.route, entry, content_type):
             return Outcome(FAIL, 200, "answered but not storable (a placeholder?)")
         if len(entry.body) > self.settings.redis_max_body:
             return Outcome(FAIL, 200, f"{len(entry.body)} bytes: larger than the Redis tier's redis_max_body")
@@ -123,7 +116,8 @@ class DirectTarget:
             raise Retryable(200, "backend sent an invalid batch")
         stored = 0
         for image_id, d, key in missing:
-            entry = self.edge._thumb_entry(req, key, image_id, data.get(str(image_id)), epoch, started)
+            entry = self.policy.thumbnail(key, image_id, data.get(str(image_id)), public=True, epoch=epoch,
+                                          started=started)
             if entry is not None:
                 await self._store(d, entry)
                 stored += len(entry.body)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 
+from edge.protocol import DEFAULT_THUMBNAILS_BATCH
+
 from .model import API, GRID, IMGDATA, THUMB, TILE, ImageList, Item, PlateLayout, Ref
 from .tiles import tile_urls
 
-BATCH = 50  # omero.web.thumbnails_batch
 DEFAULT_API_LIMIT = 200  # omero.web.api.limit
 
 # Site listings: ref id → (path, query). The orphaned-images listing belongs to the `orphans` ref.
@@ -43,11 +44,12 @@ def api_pages(path: str, query: str, count: int, limit: int = DEFAULT_API_LIMIT)
         yield f"{path}?{query + '&' if query else ''}limit={limit}&offset={page * limit}"
 
 
-def batches(ids: Iterable[int], obj: str) -> Iterator[Item]:
+def batches(ids: Iterable[int], obj: str, size: int = DEFAULT_THUMBNAILS_BATCH) -> Iterator[Item]:
+    """`get_thumbnails` items of at most `size` ids (the site's omero.web.thumbnails_batch)."""
     chunk: list[int] = []
     for image_id in ids:
         chunk.append(image_id)
-        if len(chunk) == BATCH:
+        if len(chunk) == size:
             yield _batch(chunk, obj)
             chunk = []
     if chunk:

@@ -8,7 +8,7 @@ stored (a placeholder), → Fail, so the journal never claims an entry the cache
 """
 from __future__ import annotations
 
-import json
+from edge.protocol import WARM_HEADER, WARM_REFRESH_HEADER, WarmAnswer
 
 from .http1 import Http1Pool, HttpError
 from .model import FAIL, OK, SKIP, THUMB, Fatal, Item, Outcome, Retryable
@@ -20,9 +20,9 @@ WARM_MODE_OFF = ("the edge answered without warm mode: --token (or EDGE_WARM_TOK
 class EdgeTarget:
     def __init__(self, base: str, token: str, *, jobs: int, host: str | None = None, refresh_before: float = 0.0,
                  timeout: float = 120.0) -> None:
-        headers = {"x-edge-warm": token}
+        headers = {WARM_HEADER: token}
         if refresh_before:
-            headers["x-edge-warm-refresh-before"] = repr(refresh_before)
+            headers[WARM_REFRESH_HEADER] = repr(refresh_before)
         if host:
             headers["host"] = host
         self.base = base.rstrip("/")
@@ -49,21 +49,19 @@ class EdgeTarget:
         if not resp.headers.get("content-type", "").startswith("application/json"):
             raise Fatal(WARM_MODE_OFF)
         try:
-            answer = json.loads(resp.body)
-            status = int(answer["status"])
-            cache = answer["cache"]
-        except (ValueError, KeyError, TypeError):
+            answer = WarmAnswer.decode(resp.body)
+        except ValueError:
             raise Fatal(WARM_MODE_OFF) from None
-        size = int(answer.get("bytes", 0))
+        status, cache, size = answer.status, answer.cache, answer.bytes
         if cache == "HIT":
             return Outcome(SKIP, status, "", size)
         if cache == "STALE" or status >= 500 or status == 429:
             raise Retryable(status, f"backend answered {status}" if status >= 400 else "served stale: backend failing")
         if status != 200:
             return Outcome(FAIL, status, f"backend answered {status}")
-        if item.kind != THUMB and not answer.get("stored"):
+        if item.kind != THUMB and not answer.stored:
             return Outcome(FAIL, status, "answered but not stored (a placeholder, or too large for a tier)")
-        fetched = int(answer.get("missing", 1)) if item.kind == THUMB else 1
+        fetched = (answer.missing if answer.missing is not None else 1) if item.kind == THUMB else 1
         return Outcome(OK, status, "", size, fetched)
 
     async def close(self) -> None:

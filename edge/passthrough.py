@@ -1,0 +1,67 @@
+"""Everything the edge does not cache is proxied untouched: method, target, body, headers, streaming."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from .metrics import Metrics
+from .origin import forwarded
+from .routes import Upstream, match
+from .status import Bypass, CacheStatus
+from .upstream import HOP_BY_HOP, Upstream as Pool, UpstreamError
+
+Send = Callable[[dict], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict]]
+_BYPASS = (b"x-edge-cache", CacheStatus.BYPASS.value.encode())
+
+
+class Passthrough:
+    def __init__(self, upstreams: dict[Upstream, Pool], metrics: Metrics) -> None:
+        self.upstreams = upstreams
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Receive | None, send: Send, reason: Bypass) -> None:
+        self.metrics.bypass.labels(reason.value).inc()
+        found = match(scope["path"])
+        pool = self.upstreams[found[0].upstream if found else Upstream.WEB]
+        # The client's Host goes along (OMERO.web builds absolute links and redirects from it).
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                   if (k == b"host" or k.decode("latin-1") not in HOP_BY_HOP) and not k.startswith(b"x-forwarded-")]
+        headers += forwarded(scope, dict(scope["headers"]))
+        # The request target exactly as received: ASGI's raw_path carries no query string.
+        target = scope.get("raw_path") or quote(scope["path"]).encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        content = _request_body(receive) if receive is not None and scope["method"] not in ("GET", "HEAD") else None
+        try:
+            resp = await pool.request(scope["method"], target.decode("latin-1"), headers, content, stream=True)
+        except UpstreamError as exc:
+            body = exc.body()
+            await send({"type": "http.response.start", "status": exc.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode()), _BYPASS]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.multi_items()
+                   if k not in HOP_BY_HOP]
+            out.append(_BYPASS)
+            await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            async for chunk in resp.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await resp.aclose()
+
+
+async def _request_body(receive: Receive):
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return

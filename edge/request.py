@@ -1,0 +1,111 @@
+"""Classification (Varnish's recv + hash): a request becomes a cacheable `Request` with its key,
+or a `Bypass` reason, before anything is looked up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .identity import Identity, Requester
+from .kinds import tag
+from .protocol import WARM_HEADER, WARM_REFRESH_HEADER
+from .keys import PUBLIC, BadQuery, Params, digest, has_credentials, key_text, parse_query
+from .routes import Kind, Route, match
+from .settings import Settings
+from .status import Bypass
+
+_HOT_SIZE = 200_000
+
+
+@dataclass(slots=True)
+class Request:
+    """What the cache path needs of one request."""
+
+    scope: dict
+    route: Route
+    groups: dict[str, str]
+    params: Params
+    requester: Requester
+    headers: dict[bytes, bytes]
+    host: str
+    key: str = ""  # "" for a batch (its members have keys of their own)
+    digest: str = field(default="", repr=False)
+    warm: float | None = None  # warm mode (protocol.WARM_HEADER): its refresh-before time, else None
+
+    @property
+    def public(self) -> bool:
+        return self.requester.audience == PUBLIC
+
+    def objects(self) -> tuple[str, ...]:
+        """The canonical tags of the objects the URL names (for purge and read checks)."""
+        return tuple(tag(kind, self.groups[group]) for group, kind in self.route.objects if group in self.groups)
+
+
+def parse(path: str, raw_query: bytes) -> tuple[Route, dict[str, str], Params] | Bypass:
+    """The route, path groups and query of a cacheable URL, or why it is not cached."""
+    found = match(path)
+    if found is None:
+        return Bypass.UNCACHEABLE
+    try:
+        params = parse_query(raw_query)
+    except BadQuery:
+        return Bypass.BAD_QUERY
+    if has_credentials(params):
+        return Bypass.CREDENTIALS
+    return found[0], found[1], params
+
+
+def keyed(req: Request, default_size: int) -> Request:
+    """`req` with its key and digest (a batch keeps none: its members have their own)."""
+    if req.route.kind is not Kind.BATCH:
+        req.key = key_text(req.route, req.scope["path"], req.groups, req.params,
+                           audience=req.requester.audience or PUBLIC, host=req.host, default_size=default_size)
+        req.digest = digest(req.key)
+    return req
+
+
+class Classifier:
+    def __init__(self, settings: Settings, identity: Identity) -> None:
+        self.settings = settings
+        self.identity = identity
+        self._hot: dict[tuple, tuple[str, str]] = {}  # (path, query, host) of anonymous GETs → (key, digest)
+
+    def hot(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str] | None:
+        """The (key, digest) an anonymous URL had before: the hit path skips parsing and key building."""
+        return self._hot.get((scope["path"], scope["query_string"], headers.get(b"host")))
+
+    async def classify(self, scope: dict, headers: dict[bytes, bytes], anonymous: bool) -> Request | Bypass:
+        parsed = parse(scope["path"], scope["query_string"])
+        if isinstance(parsed, Bypass):
+            return parsed
+        requester = await self.identity.requester(headers)
+        if requester.audience is None:
+            return requester.reason
+        host = self.settings.public_base_url or headers.get(b"host", b"-").decode("latin-1")
+        req = keyed(Request(scope, *parsed, requester, headers, host), self.settings.thumb_default_size)
+        req.warm = warm_mode(headers, self.settings.warm_token)
+        if anonymous and req.key:
+            if len(self._hot) >= _HOT_SIZE:
+                self._hot.clear()
+            self._hot[(scope["path"], scope["query_string"], headers.get(b"host"))] = (req.key, req.digest)
+        return req
+
+
+def warm_mode(headers: dict[bytes, bytes], token: str) -> float | None:
+    """The refresh-before time of a request carrying the warm token (0.0: none), else None."""
+    if not token or headers.get(WARM_HEADER.encode(), b"").decode("latin-1") != token:
+        return None
+    try:
+        return float(headers.get(WARM_REFRESH_HEADER.encode(), b"") or 0.0)
+    except ValueError:
+        return 0.0
+
+
+def request_for(settings: Settings, url: str, requester: Requester, host: str) -> Request | None:
+    """A `Request` for a URL outside a server (the warmer's direct mode); None when it is not cached."""
+    path, _, query = url.partition("?")
+    parsed = parse(path, query.encode())
+    if isinstance(parsed, Bypass):
+        return None
+    scope = {"path": path, "query_string": query.encode(), "headers": [], "method": "GET"}
+    return keyed(Request(scope, *parsed, requester, {}, settings.public_base_url or host),
+                 settings.thumb_default_size)
