@@ -180,8 +180,10 @@ class Edge:
     async def cached(self, req: Request, send: Send) -> None:
         warm = req.warm is not None
         entry, tier = await self.cache.get(req.digest, req.key)
-        if entry is not None and entry.status != 200 and not req.public:
-            entry = None  # negative entries are the public's answer only (see EntryPolicy.storable)
+        if entry is not None and entry.status != 200 and (not req.public or req.route.placeholder):
+            # Negative entries are the public's answer only (see EntryPolicy.storable), and never the
+            # answer of a route that shows a placeholder where the webgateway says 404.
+            entry = None
         if entry is not None and not await self.access.allowed(req.requester, entry, req.objects()):
             # Not readable by this requester: answered exactly as a miss would be (same credentials, same
             # status, same X-Edge-Cache), so the answer never tells whether someone else cached the URL,
@@ -238,8 +240,7 @@ class Edge:
     async def fill(self, req: Request, store: bool = True) -> Entry:
         """Fetch from the route's upstream and store what is safe and final (unless `store` is False)."""
         epoch, started = self.registry.epoch(), self.clock()
-        qs = req.scope["query_string"]
-        resp = await self.origin.fetch(req, req.scope["path"] + ("?" + qs.decode("latin-1") if qs else ""))
+        resp = await self.origin.fetch(req, req.upstream_target())
         content_type = resp.headers.get("content-type", "")
         extra = [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")]
         entry = self.policy.entry(req, resp.status_code, content_type, resp.content, epoch=epoch, started=started,

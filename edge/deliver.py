@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Awaitable, Callable
 
+from . import jsonp
 from .entry import Entry
 from .metrics import Metrics
 from .protocol import WarmAnswer
@@ -24,6 +25,8 @@ class Delivery:
 
     async def respond(self, req: Request, send: Send, entry: Entry, status: CacheStatus, tier: str,
                       max_age: int | None = None) -> None:
+        if req.callback is not None and jsonp.wraps(entry):
+            entry = jsonp.wrapped(entry, req.callback)
         public_view = entry.public and req.public
         await self.send_entry(req.scope, req.headers, send, entry,
                               self.headers(entry, status, tier, public_view, max_age))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
-from .routes import BY_NAME, CACHE_BUSTERS, CREDENTIAL_PARAMS, Personal, Route
+from .routes import BY_NAME, CACHE_BUSTERS, CREDENTIAL_PARAMS, JSONP_CALLBACK, Personal, Route
 
 PUBLIC = "public"  # no session, or the OMERO public user: one shared cache
 SHARED = "shared"  # bytes the same for every reader (read checks still apply per audience)
@@ -74,6 +74,11 @@ def is_full_rdef(params: Params) -> bool:
     return all(_FULL_CHANNEL.match(entry) for entry in channels.split(","))
 
 
+def key_ignored(route: Route) -> frozenset[str]:
+    """Parameters of `route` that never change its bytes (named per route, with their sources)."""
+    return frozenset(route.ignored) | ({JSONP_CALLBACK} if route.jsonp else frozenset())
+
+
 def key_audience(route: Route, params: Params, audience: str) -> str:
     """The audience part of the key: shared when the bytes cannot depend on the requester."""
     if route.personal is Personal.NEVER:
@@ -84,10 +89,10 @@ def key_audience(route: Route, params: Params, audience: str) -> str:
 
 
 def key_text(route: Route, path: str, groups: dict[str, str], params: Params, *, audience: str,
-             host: str, default_size: int, drop: frozenset[str] = frozenset()) -> str:
+             host: str, default_size: int) -> str:
     """The canonical key of a request already matched to `route`."""
     where = host if route.absolute_urls else "-"
-    query = canonical_params(params, drop)
+    query = canonical_params(params, key_ignored(route))
     return f"{key_audience(route, params, audience)} {where} {canonical_path(route, path, groups, default_size)}" \
            f"?{query}"
 

@@ -28,6 +28,14 @@ def forwarded(scope: dict, headers: dict[bytes, bytes]) -> list[tuple[str, str]]
             ("x-forwarded-host", headers.get(b"x-forwarded-host", headers.get(b"host", b"")).decode("latin-1"))]
 
 
+def forwarded_for_fill(req: Request) -> list[tuple[str, str]]:
+    """A fill's X-Forwarded-*: the scheme and host the key was built for, never the client's own
+    (OMERO.web may build links from them: `use_x_forwarded_host`, `secure_proxy_ssl_header`)."""
+    scheme, _, host = req.host.partition("://")
+    client = (req.scope.get("client") or ("",))[0]
+    return [("x-forwarded-for", client), ("x-forwarded-proto", scheme), ("x-forwarded-host", host)]
+
+
 class Origin:
     def __init__(self, upstreams: dict[Upstream, Pool], public_session: PublicSession, metrics: Metrics) -> None:
         self.upstreams = upstreams
@@ -43,7 +51,7 @@ class Origin:
         web = self.upstreams[Upstream.WEB]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.scope["headers"]
                    if k.decode("latin-1") in _FORWARDED_FOR_CACHE]
-        headers += forwarded(req.scope, req.headers)
+        headers += forwarded_for_fill(req)
         if not req.public:
             headers += [("cookie", v.decode("latin-1")) for k, v in req.scope["headers"] if k == b"cookie"]
             return await self._timed(pool, path_qs, headers)

@@ -43,7 +43,10 @@ class EntryPolicy:
         media = content_type.split(";")[0].strip()
         if route.kind is Kind.IMAGE:
             return media.startswith("image/")
-        return media in JSON_TYPES and b"ConcurrencyException" not in entry.body[:200]
+        # An error reported inside a 200: OMERO's ConcurrencyException, iviewer's `{"error": …}`
+        # (omero_iviewer/views.py, image_data's except branch).
+        head = entry.body[:200]
+        return media in JSON_TYPES and b"ConcurrencyException" not in head and not head.startswith(b'{"error"')
 
     def thumbnail(self, key: str, image_id: int, value: object, *, public: bool, epoch: int,
                   started: float) -> Entry | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .identity import Identity, Requester
+from .jsonp import callback_of, upstream_query
 from .kinds import tag
 from .protocol import WARM_HEADER, WARM_REFRESH_HEADER
 from .keys import PUBLIC, BadQuery, Params, digest, has_credentials, key_text, parse_query
@@ -26,14 +27,20 @@ class Request:
     params: Params
     requester: Requester
     headers: dict[bytes, bytes]
-    host: str
+    host: str  # the origin absolute links are built for: public_base_url, else scheme://Host as received
     key: str = ""  # "" for a batch (its members have keys of their own)
     digest: str = field(default="", repr=False)
     warm: float | None = None  # warm mode (protocol.WARM_HEADER): its refresh-before time, else None
+    callback: str | None = None  # JSONP: the wrapper's name on a `jsonp` route (see jsonp.py)
 
     @property
     def public(self) -> bool:
         return self.requester.audience == PUBLIC
+
+    def upstream_target(self) -> str:
+        """Path and query a fill sends upstream: as received, less the JSONP callback."""
+        qs = upstream_query(self.scope["query_string"]) if self.callback is not None else self.scope["query_string"]
+        return self.scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
 
     def objects(self) -> tuple[str, ...]:
         """The canonical tags of the objects the URL names (for purge and read checks)."""
@@ -56,6 +63,7 @@ def parse(path: str, raw_query: bytes) -> tuple[Route, dict[str, str], Params] |
 
 def keyed(req: Request, default_size: int) -> Request:
     """`req` with its key and digest (a batch keeps none: its members have their own)."""
+    req.callback = callback_of(req.route, req.params)
     if req.route.kind is not Kind.BATCH:
         req.key = key_text(req.route, req.scope["path"], req.groups, req.params,
                            audience=req.requester.audience or PUBLIC, host=req.host, default_size=default_size)
@@ -71,7 +79,7 @@ class Classifier:
 
     def hot(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str] | None:
         """The (key, digest) an anonymous URL had before: the hit path skips parsing and key building."""
-        return self._hot.get((scope["path"], scope["query_string"], headers.get(b"host")))
+        return self._hot.get((scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme")))
 
     async def classify(self, scope: dict, headers: dict[bytes, bytes], anonymous: bool) -> Request | Bypass:
         parsed = parse(scope["path"], scope["query_string"])
@@ -80,14 +88,22 @@ class Classifier:
         requester = await self.identity.requester(headers)
         if requester.audience is None:
             return requester.reason
-        host = self.settings.public_base_url or headers.get(b"host", b"-").decode("latin-1")
+        host = link_origin(self.settings, scope.get("scheme", "http"), headers.get(b"host", b"-").decode("latin-1"))
         req = keyed(Request(scope, *parsed, requester, headers, host), self.settings.thumb_default_size)
         req.warm = warm_mode(headers, self.settings.warm_token)
         if anonymous and req.key:
             if len(self._hot) >= _HOT_SIZE:
                 self._hot.clear()
-            self._hot[(scope["path"], scope["query_string"], headers.get(b"host"))] = (req.key, req.digest)
+            self._hot[(scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme"))] = \
+                (req.key, req.digest)
         return req
+
+
+def link_origin(settings: Settings, scheme: str, host: str) -> str:
+    """Where OMERO.web's absolute links point for this request: `public_base_url`, else the scheme and
+    Host it arrived with. A client's own X-Forwarded-* never count (clients.md §8): fills send these
+    (origin.forwarded_for_fill), and the key holds them for routes with absolute links."""
+    return settings.public_base_url.rstrip("/") or f"{scheme}://{host}"
 
 
 def warm_mode(headers: dict[bytes, bytes], token: str) -> float | None:
@@ -107,5 +123,5 @@ def request_for(settings: Settings, url: str, requester: Requester, host: str) -
     if isinstance(parsed, Bypass):
         return None
     scope = {"path": path, "query_string": query.encode(), "headers": [], "method": "GET"}
-    return keyed(Request(scope, *parsed, requester, {}, settings.public_base_url or host),
+    return keyed(Request(scope, *parsed, requester, {}, link_origin(settings, "http", host)),
                  settings.thumb_default_size)

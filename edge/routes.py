@@ -49,6 +49,9 @@ class Route:
     absolute_urls: bool = False  # JSON holds links built from Host: the host is part of the key
     item: str = ""  # BATCH only: the route whose entries hold the batch's per-image thumbnails
     batch: str = ""  # a single thumbnail's batch route: default-size misses may be coalesced into it
+    jsonp: bool = False  # an OMERO `@jsonp` view (gw/views.py:1426-1456): `callback=NAME` wraps the JSON
+    ignored: tuple[str, ...] = ()  # query parameters the view never reads: not part of the key (sources below)
+    placeholder: bool = False  # answers OMERO.web's placeholder where the webgateway answers 404 (`_defcb`)
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,33 +74,49 @@ WC = "/webclient"
 _ID = r"(?P<{}>[0-9]+)"
 
 
-def _thumb_routes(prefix: str, tag: str) -> list[Route]:
-    """render_thumbnail / birds-eye / get_thumbnail(s) on one URL prefix; all fold into one thumbnail key."""
-    thumb = f"{prefix}/render_thumbnail/{{iid}}/{{w}}/"
-    return [
-        Route(f"{tag}.render_thumbnail", rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
-              Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=thumb,
-              defaults=(("w", "{default_size}"),), thumb_size_group="w", batch=f"{tag}.get_thumbnails"),
-        Route(f"{tag}.render_thumbnail_box",
-              rf"^{prefix}/render_thumbnail/{_ID.format('iid')}/{_ID.format('w')}/{_ID.format('h')}/$",
-              Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
-              canonical=f"{prefix}/render_thumbnail/{{iid}}/{{w}}/{{h}}/"),
-        Route(f"{tag}.get_thumbnails", rf"^{prefix}/get_thumbnails/(?:{_ID.format('w')}/)?$",
-              Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{prefix}/get_thumbnails/{{w}}/",
-              defaults=(("w", "{default_size}"),), thumb_size_group="w", item=f"{tag}.render_thumbnail"),
-    ]
+# `_render_thumbnail` reads only z, t and rdefId (gw/views.py:394-396); the clients add these:
+# `rev` (iviewer BirdsEye.js:313-318, `Date.now()-<id>`) and `version` (iviewer thumbnail-slider.js:545-556).
+THUMB_IGNORED = ("rev", "version")
+THUMB = f"{GW}/render_thumbnail/{{iid}}/{{w}}/"  # every positive default-form thumbnail's one entry
 
 
 ROUTES: tuple[Route, ...] = (
-    # --- webgateway thumbnails (omero-web-api.md §1) ---
-    *_thumb_routes(GW, "gw"),
-    Route("gw.render_birds_eye_view", rf"^{GW}/render_birds_eye_view/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+    # --- thumbnails (gw/urls.py:196-250, 379-400; wc/urls.py:128-150). The webclient forms answer the
+    # same bytes as the webgateway's when positive (clients.md §3), so they share its entries; where
+    # the webgateway answers 404 they answer a placeholder, which is never stored. A webclient URL's
+    # optional last segment is a share id (not routed: shares are passed through). ---
+    Route("gw.render_thumbnail", rf"^{GW}/render_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=THUMB,
+          defaults=(("w", "{default_size}"),), thumb_size_group="w", batch="gw.get_thumbnails", ignored=THUMB_IGNORED),
+    Route("gw.render_thumbnail_box",
+          rf"^{GW}/render_thumbnail/{_ID.format('iid')}/{_ID.format('w')}/{_ID.format('h')}/$",
           Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
-          canonical=f"{GW}/render_thumbnail/{{iid}}/{{w}}/", defaults=(("w", "{default_size}"),)),
+          canonical=f"{GW}/render_thumbnail/{{iid}}/{{w}}/{{h}}/", ignored=THUMB_IGNORED),
+    Route("gw.get_thumbnails", rf"^{GW}/get_thumbnails/(?:{_ID.format('w')}/)?$",
+          Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{GW}/get_thumbnails/{{w}}/",
+          defaults=(("w", "{default_size}"),), thumb_size_group="w", item="gw.render_thumbnail", jsonp=True),
+    Route("gw.render_birds_eye_view", rf"^{GW}/render_birds_eye_view/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=THUMB,
+          defaults=(("w", "{default_size}"),), ignored=THUMB_IGNORED),
     Route("gw.get_thumbnail",
           rf"^{GW}/get_thumbnail/{_ID.format('iid')}/(?:{_ID.format('w')}/(?:{_ID.format('h')}/)?)?$",
           Kind.JSON, "thumbnail", Personal.ALWAYS, objects=IMG,
-          canonical=f"{GW}/get_thumbnail/{{iid}}/{{w}}/{{h}}/", defaults=(("w", "{default_size}"), ("h", "-"))),
+          canonical=f"{GW}/get_thumbnail/{{iid}}/{{w}}/{{h}}/", defaults=(("w", "{default_size}"), ("h", "-")),
+          jsonp=True, ignored=THUMB_IGNORED),
+    Route("wc.render_thumbnail", rf"^{WC}/render_thumbnail/{_ID.format('iid')}/$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=THUMB,
+          defaults=(("w", "{default_size}"),), thumb_size_group="w", batch="gw.get_thumbnails",
+          ignored=THUMB_IGNORED, placeholder=True),
+    Route("wc.render_thumbnail_size", rf"^{WC}/render_thumbnail/size/{_ID.format('w')}/{_ID.format('iid')}/$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=THUMB, thumb_size_group="w",
+          ignored=THUMB_IGNORED, placeholder=True),
+    Route("wc.get_thumbnails", rf"^{WC}/get_thumbnails/$",  # webgateway's view, default size (wc/urls.py:128-132)
+          Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{WC}/get_thumbnails/",
+          item="gw.render_thumbnail", jsonp=True),
+    Route("wc.render_birds_eye_view",  # webgateway's view without `_defcb` (wc/urls.py:164-168)
+          rf"^{WC}/render_birds_eye_view/{_ID.format('iid')}/(?:{_ID.format('w')}/)?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG, canonical=THUMB,
+          defaults=(("w", "{default_size}"),), ignored=THUMB_IGNORED),
     Route("gw.render_roi_thumbnail", rf"^{GW}/render_roi_thumbnail/{_ID.format('roi')}/?$",
           Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=(("roi", "roi"),),
           canonical=f"{GW}/render_roi_thumbnail/{{roi}}/"),
@@ -116,6 +135,9 @@ ROUTES: tuple[Route, ...] = (
     Route("gw.render_image_rdef",
           rf"^{GW}/render_image_rdef/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
           Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
+    Route("gw.render_image_rdef_default",  # z and t optional (gw/urls.py:113-116): the user's defaults
+          rf"^{GW}/render_image_rdef/{_ID.format('iid')}/(?:{_ID.format('z')}/)?$",
+          Kind.IMAGE, "render", Personal.ALWAYS, objects=IMG),
     Route("gw.render_image_region_rdef",
           rf"^{GW}/render_image_region_rdef/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
           Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
@@ -125,33 +147,29 @@ ROUTES: tuple[Route, ...] = (
     Route("gw.render_shape_mask", rf"^{GW}/render_shape_mask/{_ID.format('shape')}/$",
           Kind.IMAGE, "render", Personal.NEVER, Upstream.MS, objects=(("shape", "shape"),)),
     # --- webgateway JSON ---
-    Route("gw.histogram_json", rf"^{GW}/histogram_json/{_ID.format('iid')}/channel/{_ID.format('c')}/$",
-          Kind.JSON, "json", Personal.NEVER, Upstream.MS, objects=IMG),
+    Route("gw.histogram_json",  # the microservice also answers it without the final slash
+          rf"^{GW}/histogram_json/{_ID.format('iid')}/channel/{_ID.format('c')}/?$",
+          Kind.JSON, "json", Personal.NEVER, Upstream.MS, objects=IMG,
+          canonical=f"{GW}/histogram_json/{{iid}}/channel/{{c}}/"),
+    # `@jsonp` views (gw/views.py:1558-1880): imageData, wellData, plateGrid, listWellImages, listDatasets …
     Route("gw.imgData", rf"^{GW}/imgData/{_ID.format('iid')}/(?:(?P<key>[A-Za-z0-9_.]+)/)?$",
-          Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
+          Kind.JSON, "json", Personal.ALWAYS, objects=IMG, jsonp=True),
     Route("gw.plate", rf"^{GW}/plate/{_ID.format('plate')}/(?:{_ID.format('field')}/(?:{_ID.format('acq')}/)?)?$",
           Kind.JSON, "json", Personal.NEVER, objects=(("plate", "plate"), ("acq", "plateacquisition")),
-          canonical=f"{GW}/plate/{{plate}}/{{field}}/{{acq}}/", defaults=(("field", "0"), ("acq", "-"))),
+          canonical=f"{GW}/plate/{{plate}}/{{field}}/{{acq}}/", defaults=(("field", "0"), ("acq", "-")), jsonp=True),
     Route("gw.well_children", rf"^{GW}/well/{_ID.format('well')}/children/$",
-          Kind.JSON, "json", Personal.NEVER, objects=(("well", "well"),)),
+          Kind.JSON, "json", Personal.NEVER, objects=(("well", "well"),), jsonp=True),
     Route("gw.wellData", rf"^{GW}/wellData/{_ID.format('well')}/$",
-          Kind.JSON, "json", Personal.ALWAYS, objects=(("well", "well"),)),
-    Route("gw.proj_list", rf"^{GW}/proj/list/$", Kind.JSON, "json", Personal.ALWAYS),
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("well", "well"),), jsonp=True),
+    Route("gw.proj_list", rf"^{GW}/proj/list/$", Kind.JSON, "json", Personal.ALWAYS, jsonp=True),
     Route("gw.proj", rf"^{GW}/proj/{_ID.format('project')}/(?:detail|children)/$",
-          Kind.JSON, "json", Personal.ALWAYS, objects=(("project", "project"),)),
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("project", "project"),), jsonp=True),
     Route("gw.dataset", rf"^{GW}/dataset/{_ID.format('dataset')}/(?:detail|children)/$",
-          Kind.JSON, "json", Personal.ALWAYS, objects=(("dataset", "dataset"),)),
-    # --- webclient mirrors (placeholders are never stored: see entry.body_matches_type) ---
-    Route("wc.render_thumbnail", rf"^{WC}/render_thumbnail/{_ID.format('iid')}/$",
-          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
-          canonical=f"{WC}/render_thumbnail/size/{{w}}/{{iid}}/", defaults=(("w", "{default_size}"),),
-          thumb_size_group="w"),
-    Route("wc.render_thumbnail_size", rf"^{WC}/render_thumbnail/size/{_ID.format('w')}/{_ID.format('iid')}/$",
-          Kind.IMAGE, "thumbnail", Personal.ALWAYS, objects=IMG,
-          canonical=f"{WC}/render_thumbnail/size/{{w}}/{{iid}}/", thumb_size_group="w"),
-    Route("wc.get_thumbnails", rf"^{WC}/get_thumbnails/(?:{_ID.format('w')}/)?$",
-          Kind.BATCH, "thumbnail", Personal.ALWAYS, canonical=f"{WC}/get_thumbnails/{{w}}/",
-          defaults=(("w", "{default_size}"),), thumb_size_group="w", item="wc.render_thumbnail_size"),
+          Kind.JSON, "json", Personal.ALWAYS, objects=(("dataset", "dataset"),), jsonp=True),
+    # --- OMERO.iviewer (omero_iviewer/urls.py:27-28): imgData plus the viewer's settings, per user ---
+    Route("iv.image_data", rf"^/iviewer/image_data/{_ID.format('iid')}/$",
+          Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
+    # --- webclient mirrors ---
     Route("wc.render_image_zt", rf"^{WC}/render_image/{_ID.format('iid')}/{_ID.format('z')}/{_ID.format('t')}/$",
           Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
     Route("wc.render_image",
@@ -164,9 +182,13 @@ ROUTES: tuple[Route, ...] = (
           Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
     # --- omero-ms-image-region only (omero-web-api.md §5) ---
     Route("ms.render_thumbnail_ngff",
-          rf"^/(?:webgateway|webclient)/render_thumbnail_ngff/{_ID.format('iid')}/?(?:{_ID.format('w')}/?)?$",
+          rf"^/webgateway/render_thumbnail_ngff/{_ID.format('iid')}/?(?:{_ID.format('w')}/?)?$",
           Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
           canonical="/ms/render_thumbnail_ngff/{iid}/{w}/", defaults=(("w", "96"),)),
+    Route("ms.render_thumbnail_ngff_wc",  # any trailing segment is ignored: 96 px (clients.md §9)
+          rf"^/webclient/render_thumbnail_ngff/{_ID.format('iid')}(?:/[0-9]*)?/?$",
+          Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
+          canonical="/ms/render_thumbnail_ngff/{iid}/96/"),
     Route("ms.render_thumbnail_ngff_size",
           rf"^/webclient/render_thumbnail_ngff/size/{_ID.format('w')}/{_ID.format('iid')}/?$",
           Kind.IMAGE, "thumbnail", Personal.ALWAYS, Upstream.MS, objects=IMG,
@@ -211,8 +233,9 @@ BY_NAME = {route.name: route for route in ROUTES}
 
 # Parameters that carry credentials: such requests are proxied, never cached, never logged with values.
 CREDENTIAL_PARAMS = frozenset({"bsession", "username", "password"})
-# Pure cache-busters (jQuery `cache:false`, iviewer Net.js).
+# Pure cache-busters on every route (jQuery `cache:false`, iviewer `ajaxSetup({cache: false})`).
 CACHE_BUSTERS = frozenset({"_"})
+JSONP_CALLBACK = "callback"  # on `jsonp` routes: the wrapper's name, never part of the key
 
 
 def _heads(route: Route) -> list[str]:

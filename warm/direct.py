@@ -36,7 +36,7 @@ class DirectTarget:
         self.policy = EntryPolicy(settings)
         self.redis = RedisTier(redis_url, settings.redis_max_body)
         self.registry = PurgeRegistry(None, redis_url)
-        self.host = settings.public_base_url or host
+        self.host = host
         self.refresh_before = refresh_before
         self.backend = backend.rstrip("/")
         self.http = Http1Pool(self.backend, {"host": host}, size=jobs + 2, timeout=timeout)
