@@ -216,6 +216,10 @@ class Edge:
             return await self.delivery.error(req, send, exc)
         if coalesced:
             self.metrics.coalesced.inc()
+            if not await self._may_share(req, fresh):
+                # Another audience's fill (in this process, another worker's or another node's): its
+                # answer is not this requester's. They go their own way, with their own credentials.
+                fresh, _ = await self._unshared(req)
         if fresh.status >= 500 and fallback is not None:
             self.metrics.stale.inc()
             return await self._deliver(req, send, fallback, STALE, tier)
@@ -225,6 +229,13 @@ class Edge:
         if req.warm is not None:
             return await self.delivery.warm(send, status, entry, tier)
         await self.delivery.respond(req, send, entry, status, tier)
+
+    async def _may_share(self, req: Request, entry: Entry) -> bool:
+        """Whether someone else's fill may answer this requester: a 200 only after their read check; a
+        negative answer only within the public audience (it may be 'not found' for them alone)."""
+        if entry.status == 200:
+            return await self.access.allowed(req.requester, entry, req.objects())
+        return req.public and entry.public
 
     async def _unshared(self, req: Request) -> tuple[Entry, bool]:
         """This requester's own answer, outside single-flight (it is nobody else's) and never stored."""
