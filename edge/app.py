@@ -22,7 +22,7 @@ from .decision import Action, decide, stale_on_error
 from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
-from .identity import Identity, SessionResolver
+from .identity import Identity, SessionResolver, joined_cookies
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .origin import Origin
@@ -150,6 +150,11 @@ class Edge:
         if method != "GET" and method != "HEAD":
             return await self.passthrough(scope, receive, send, Bypass.METHOD)
         headers = dict(scope["headers"])
+        if b"cookie" in headers:
+            cookie = joined_cookies(scope)
+            if isinstance(cookie, Bypass):
+                return await self.passthrough(scope, receive, send, cookie)
+            headers[b"cookie"] = cookie
         anonymous = not (_IDENTITY_HEADERS & headers.keys())
         if anonymous and await self._hot_hit(scope, headers, send):
             return

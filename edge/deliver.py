@@ -46,6 +46,10 @@ class Delivery:
             headers.append((b"cache-control", f"{'public' if public_view else 'private'}, max-age={age}".encode()))
         else:
             headers.append((b"cache-control", b"no-cache"))  # not final (placeholder, error): always ask again
+        if not public_view:
+            # Someone's own answer: a browser or proxy must not give it to another session (the backend
+            # says the same with Django's Vary: Cookie).
+            headers.append((b"vary", b"Cookie"))
         headers += [(b"x-edge-cache", status.value.encode()), (b"x-edge-tier", tier.encode())]
         if memoise:
             entry.prepared = (int(now), tier, public_view, headers)
@@ -65,9 +69,10 @@ class Delivery:
             if entry.gzipped is None:
                 entry.gzipped = gzip.compress(body, compresslevel=5)
             body = entry.gzipped
-            headers = [h for h in headers if h[0] != b"content-length"]
+            vary = b"Cookie, Accept-Encoding" if (b"vary", b"Cookie") in headers else b"Accept-Encoding"
+            headers = [h for h in headers if h[0] not in (b"content-length", b"vary")]
             headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode()),
-                        (b"vary", b"Accept-Encoding")]
+                        (b"vary", vary)]
         await send({"type": "http.response.start", "status": entry.status, "headers": headers})
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})

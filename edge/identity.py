@@ -14,7 +14,7 @@ import logging
 import pickle
 import time
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
+from http.cookies import _unquote  # the unquoting Django's parse_cookie uses
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -57,15 +57,31 @@ class Requester:
 
 
 def cookie_value(cookie_header: str, name: str) -> str | None:
+    """`name`'s value as Django reads a Cookie header (django/http/cookie.py `parse_cookie`): split on
+    ";", the last of repeated names wins, values unquoted. Reading it any other way than the backend
+    would let one request be one user to the edge and another to OMERO.web."""
     if name not in cookie_header:
         return None
-    jar = SimpleCookie()
-    try:
-        jar.load(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel and morsel.value else None
+    found = None
+    for chunk in cookie_header.split(";"):
+        key, sep, value = chunk.partition("=")
+        if not sep:
+            key, value = "", chunk
+        if key.strip() == name:
+            found = _unquote(value.strip())
+    return found or None
+
+
+def joined_cookies(scope: dict) -> bytes | None | Bypass:
+    """The request's one Cookie header. HTTP/2 may split it into several `cookie` fields, which are
+    one header joined by "; " (RFC 9113 §8.2.3); two Cookie lines over HTTP/1.1 are not allowed
+    (RFC 6265 §5.4) and servers read them differently, so such a request bypasses the cache."""
+    crumbs = [value for name, value in scope["headers"] if name == b"cookie"]
+    if len(crumbs) <= 1:
+        return crumbs[0] if crumbs else None
+    if scope.get("http_version") == "2":
+        return b"; ".join(crumbs)
+    return Bypass.COOKIES
 
 
 class SessionResolver:

@@ -53,7 +53,7 @@ class Origin:
                    if k.decode("latin-1") in _FORWARDED_FOR_CACHE]
         headers += forwarded_for_fill(req)
         if not req.public:
-            headers += [("cookie", v.decode("latin-1")) for k, v in req.scope["headers"] if k == b"cookie"]
+            headers.append(("cookie", req.headers[b"cookie"].decode("latin-1")))  # as the edge read it: one header
             return await self._timed(pool, path_qs, headers)
         if pool is not web and self.public_session.value is None:
             await self.public_session.renew(None)  # the microservice refuses requests without a session

@@ -22,4 +22,5 @@ class Bypass(str, Enum):
     SESSION = "session"  # a session cookie, and no session store to tell users from the public user
     UNKNOWN_SESSION = "unknown-session"  # unknown, expired or tampered session
     USER = "user"  # a logged-in user, in public-only mode
+    COOKIES = "cookies"  # several Cookie lines over HTTP/1.1: ambiguous, the backend decides
     BATCH_IDS = "batch-ids"  # a get_thumbnails batch without valid ids
