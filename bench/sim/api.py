@@ -151,6 +151,10 @@ def _everyone(items: Callable[[Catalog], Iterable]) -> Source:
     return lambda cat, user, f: Listing.of(sorted(items(cat), key=lambda o: o.id))
 
 
+def _members(cat: Catalog, group_id: int) -> int:
+    return sum(group_id in u.groups for u in cat.users.values())
+
+
 def _roi_json(m: Marshal, image) -> dict:
     return m.roi(image, ROI_BASE + image.id,
                  [SHAPE_BASE + SHAPES_PER_IMAGE * image.id + k for k in range(SHAPES_PER_IMAGE)])
@@ -164,7 +168,7 @@ class Kind:
     get: Callable[[Catalog, int], object]
     encode: Callable[[Marshal, object], dict]
     encode_one: Callable[[Marshal, object], dict] | None = None
-    child_count: Callable[[Catalog, object], int] | None = None
+    child_count: Callable[[Catalog, object], int] | None = None   # wrappers with a LINK_CLASS
     public: bool = False     # readable by every logged-in user (experimenters, groups)
 
 
@@ -184,17 +188,27 @@ KINDS: dict[str, Kind] = {
     "images": Kind("Image", _images, lambda c, i: c.image(i), lambda m, o: m.image(o),
                    lambda m, o: m.image(o, channels=True)),
     "rois": Kind("ROI", _rois, lambda c, i: c.roi_image(i), _roi_json),
+    # GroupExperimenterMap links: a group's members; for an experimenter the same query counts the
+    # members of the group whose id is the experimenter's (get_child_counts, api/api_query.py:59-81)
     "experimenters": Kind("Experimenter", _everyone(lambda c: c.users.values()), lambda c, i: c.users.get(i),
-                          lambda m, o: experimenter(o), public=True),
+                          lambda m, o: experimenter(o), child_count=lambda c, o: _members(c, o.id), public=True),
     "experimentergroups": Kind("ExperimenterGroup", _everyone(lambda c: c.groups.values()),
-                               lambda c, i: c.groups.get(i), lambda m, o: experimenter_group(o), public=True),
+                               lambda c, i: c.groups.get(i), lambda m, o: experimenter_group(o),
+                               child_count=lambda c, o: _members(c, o.id), public=True),
 }
 
 
 # ---- views -------------------------------------------------------------------------------------
 def api_base(ctx: Ctx) -> str:
-    """Absolute, from the request's Host header (build_absolute_uri)."""
-    return f"{ctx.request.base_url}api/v0/"
+    """`request.build_absolute_uri` (omeroweb/api/views.py:45-64) as Django builds it: the host from
+    X-Forwarded-Host only with USE_X_FORWARDED_HOST, else Host; https when the SECURE_PROXY_SSL_HEADER
+    header (its first value) equals its value, http when it is sent with another, else the connection's."""
+    cfg, headers, url = ctx.sim.config, ctx.request.headers, ctx.request.url
+    host = (cfg.use_x_forwarded_host and headers.get("x-forwarded-host")) or headers.get("host") or url.netloc
+    scheme = url.scheme
+    if cfg.secure_proxy_ssl_header and (sent := headers.get(cfg.secure_proxy_ssl_header[0])) is not None:
+        scheme = "https" if sent.split(",", 1)[0].strip() == cfg.secure_proxy_ssl_header[1] else "http"
+    return f"{scheme}://{host}/api/v0/"
 
 
 def _int(ctx: Ctx, name: str, raw: str) -> int:
@@ -218,18 +232,20 @@ def _paging(ctx: Ctx) -> tuple[int, int]:
     return max(0, offset), DEFAULT_LIMIT if limit < 0 else min(limit, MAX_LIMIT)
 
 
+def _counted(ctx: Ctx, kind: Kind, obj: object, item: dict) -> dict:
+    """`?childCount=true` adds `omero:childCount` on lists and objects (api/views.py:178-183, api_query.py:131-137)."""
+    if kind.child_count and ctx.q.get("childCount") == "true":
+        item["omero:childCount"] = kind.child_count(ctx.catalog, obj)
+    return item
+
+
 async def list_view(ctx: Ctx, kind: Kind) -> Response:
     f = _filters(ctx)
     offset, limit = _paging(ctx)
     async with ctx.work("api_page"):
         listing = kind.source(ctx.catalog, ctx.user, f)
         m = Marshal(ctx.catalog, ctx.user, api_base(ctx))
-        data = []
-        for obj in (listing.page(offset, limit) if limit else []):
-            item = kind.encode(m, obj)
-            if kind.child_count and ctx.q.get("childCount") == "true":
-                item["omero:childCount"] = kind.child_count(ctx.catalog, obj)
-            data.append(item)
+        data = [_counted(ctx, kind, obj, kind.encode(m, obj)) for obj in (listing.page(offset, limit) if limit else [])]
         total = listing.total()
     return json_response({"data": data, "meta": {"offset": offset, "limit": limit, "maxLimit": MAX_LIMIT,
                                                  "totalCount": total}})
@@ -242,7 +258,7 @@ async def object_view(ctx: Ctx, kind: Kind) -> Response:
         raise json_error(404, f"{kind.type_name} {obj_id} not found")
     async with ctx.work("api_object"):
         m = Marshal(ctx.catalog, ctx.user, api_base(ctx))
-        data = (kind.encode_one or kind.encode)(m, obj)
+        data = _counted(ctx, kind, obj, (kind.encode_one or kind.encode)(m, obj))
     return json_response({"data": data})
 
 

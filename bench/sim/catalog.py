@@ -218,7 +218,7 @@ class Catalog:
     plates: dict[int, Plate]
     projects: dict[int, Project]
     datasets: dict[int, Dataset]          # includes orphan runs (orphan=True)
-    rdef_seeds: list[tuple[int, int]] = field(default_factory=list)  # (image id, user id)
+    rdef_seeds: list[tuple[int, int, str]] = field(default_factory=list)  # (image id, user id, SEED_STYLES key)
 
     def __post_init__(self) -> None:
         self.acquisitions = {a.id: a for p in self.plates.values() for a in p.acquisitions}
@@ -310,6 +310,11 @@ class Catalog:
         img = self.image(image_id) if shape_id >= SHAPE_BASE else None
         return (img, k) if img is not None else None
 
+    def in_progress_ids(self) -> list[int]:
+        """Images whose pyramid starts out "being generated" (in-progress wells and pixels)."""
+        return [block.image_base + offset for block in self._blocks for offset in _in_progress_offsets(block)
+                if self.image_at(block, offset) is not None]
+
     # ---- summaries -------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         return {
@@ -320,6 +325,12 @@ class Catalog:
             "wells": sum(p.n_wells for p in self.plates.values()),
             "images": sum(len(b.present) for b in self._blocks),
         }
+
+
+def _in_progress_offsets(block: Plate | Dataset) -> list[int]:
+    if isinstance(block, Plate):
+        return [w * block.fields + f for w in sorted(block.in_progress_wells) for f in range(block.fields)]
+    return [k for k in block.present if block.pixels[k % len(block.pixels)].in_progress]
 
 
 @lru_cache(maxsize=65536)

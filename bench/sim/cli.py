@@ -15,6 +15,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def header_value(text: str) -> tuple[str, str]:
+    """argparse type for `Header-Name:value` (Django's SECURE_PROXY_SSL_HEADER pair)."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError("expected HEADER:VALUE, e.g. X-Forwarded-Proto:https")
+    return name.strip().lower(), value.strip()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run the simulated OMERO backend",
                        description="A Starlette app speaking OMERO.web's URL API (webgateway, webclient, JSON API v0) "
@@ -41,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cookie-age", type=positive_int, default=86400, help="session lifetime in seconds (Redis TTL)")
     p.add_argument("--thumb-size", type=positive_int, default=96,
                    help="default thumbnail longest side (omero.client.browser.thumb_default_size)")
+    p.add_argument("--thumbnails-batch", type=positive_int, default=50,
+                   help="most ids one get_thumbnails answers; more get OMERO's 500 (omero.web.thumbnails_batch)")
+    p.add_argument("--use-x-forwarded-host", action="store_true",
+                   help="API v0 links use X-Forwarded-Host instead of Host (omero.web.use_x_forwarded_host)")
+    p.add_argument("--secure-proxy-ssl-header", type=header_value, default=None, metavar="HEADER:VALUE",
+                   help="API v0 links are https when HEADER equals VALUE, e.g. X-Forwarded-Proto:https "
+                        "(omero.web.secure_proxy_ssl_header)")
     p.add_argument("--server", choices=("granian", "hypercorn"), default="granian",
                    help="HTTP server; both speak HTTP/1.1 and h2c with prior knowledge")
     p.set_defaults(run=run)
@@ -52,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
     config = SimConfig(host=args.host, port=args.port, ms_port=args.ms_port, scale=args.scale, workers=args.workers,
                        speed=args.speed, redis_url=args.redis_url, public=args.public,
                        session_cookie=args.session_cookie, cookie_age=args.cookie_age, thumb_size=args.thumb_size,
-                       server=args.server)
+                       thumbnails_batch=args.thumbnails_batch, use_x_forwarded_host=args.use_x_forwarded_host,
+                       secure_proxy_ssl_header=args.secure_proxy_ssl_header, server=args.server)
     return serve(config)

@@ -17,4 +17,7 @@ class SimConfig:
     session_cookie: str = "sessionid"
     cookie_age: int = 86400
     thumb_size: int = 96
+    thumbnails_batch: int = 50                          # omero.web.thumbnails_batch
+    use_x_forwarded_host: bool = False                  # omero.web.use_x_forwarded_host
+    secure_proxy_ssl_header: tuple[str, str] | None = None   # omero.web.secure_proxy_ssl_header (header, value)
     server: str = "granian"

@@ -6,10 +6,9 @@ none), the cookies and headers OMERO.web adds, and OMERO's answers for view erro
 """
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
@@ -18,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bench.sim.capacity import COSTS_MS
+from bench.sim.jsonp import JSONP_WEB, Jsonp, JsonValue, ViewError, answer, py_int
 from bench.sim.rendering import BadParam
 from bench.sim.sessions import Identity
 from bench.sim.state import Sim
@@ -47,12 +47,9 @@ def json_error(status: int, message: str) -> HTTPError:
     return HTTPError(json_response({"message": message}, status))
 
 
-def json_response(data: object, status: int = 200, callback: str | None = None) -> Response:
-    """Django's JsonResponse bytes (default separators); JSONP when a callback is given."""
-    body = json.dumps(data)
-    if callback:
-        return Response(f"{callback}({body})", status_code=status, media_type="application/javascript")
-    return Response(body, status_code=status, media_type="application/json")
+def json_response(data: object, status: int = 200) -> Response:
+    """Django's JsonResponse bytes (default separators)."""
+    return JsonValue(data, status)
 
 
 Handler = Callable[["Ctx"], Awaitable[Response]]
@@ -65,6 +62,7 @@ class Endpoint:
     handler: Handler
     auth: str = AUTH_WEB
     methods: tuple[str, ...] = ("GET",)
+    jsonp: Jsonp | None = None     # JSONP_WEB for OMERO.web's @jsonp views; the microservice's own modes
 
 
 class Ctx:
@@ -91,13 +89,9 @@ class Ctx:
         return None if value is None else int(value)
 
     def int_param(self, name: str, default: int | None = None) -> int | None:
+        """getIntOrDefault (gw/util.py:76-80): absent → default, else int() (a bad value is a ViewError)."""
         raw = self.q.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise error(400, f"{name} must be an integer") from None
+        return default if raw is None else py_int(raw)
 
     async def form(self) -> dict[str, str]:
         """A urlencoded POST body (what browsers and the tests send; multipart is not needed here)."""
@@ -106,8 +100,8 @@ class Ctx:
         return dict(parse_qsl((await self.request.body()).decode("utf-8", "replace"), keep_blank_values=True))
 
     def json(self, data: object, status: int = 200) -> Response:
-        callback = self.q.get("callback") if self.endpoint.auth == AUTH_WEB else None
-        return json_response(data, status, callback)
+        """The view's value; the pipeline wraps it in a callback on JSONP endpoints."""
+        return JsonValue(data, status)
 
     @asynccontextmanager
     async def work(self, kind: str, renders: int = 1, cost_ms: float | None = None) -> AsyncIterator[None]:
@@ -166,12 +160,14 @@ def endpoint_app(sim: Sim, endpoint: Endpoint) -> Callable[[Request], Awaitable[
             response = await endpoint.handler(Ctx(sim, request, endpoint, ident))
         except HTTPError as exc:
             response = exc.response
+        except ViewError as exc:
+            response = exc.response(endpoint.jsonp == JSONP_WEB)
         except BadParam as exc:
             response = Response(str(exc), status_code=400, media_type="text/plain")
         except Exception:  # a sim bug must not leak a traceback; log it and answer like Django
             log.exception("error in %s", request.url.path)
             response = HTMLResponse("<h1>Server Error (500)</h1>", status_code=500)
-        return _finish(sim, request, endpoint, ident, response)
+        return _finish(sim, request, endpoint, ident, answer(request, response, endpoint.jsonp))
 
     return app
 
@@ -179,7 +175,7 @@ def endpoint_app(sim: Sim, endpoint: Endpoint) -> Callable[[Request], Awaitable[
 def routes(sim: Sim, endpoints: list[Endpoint], stats_prefix: str = "") -> list[Route]:
     out = []
     for ep in endpoints:
-        named = Endpoint(stats_prefix + ep.name, ep.paths, ep.handler, ep.auth, ep.methods)
+        named = replace(ep, name=stats_prefix + ep.name)
         app = endpoint_app(sim, named)
         out += [Route(path, app, methods=list(ep.methods)) for path in ep.paths]
     return out

@@ -1,131 +1,157 @@
 """Image views shared by webgateway, webclient and the microservice: thumbnails, batches, regions,
-whole planes, imgData, histograms and shape masks.
+whole planes, histograms and shape masks (imgData is `imgdata.py`).
 
-The apps differ only in what they do with a missing image (404, 403 for the public user, or a
-placeholder) and in which parameters are mandatory; those are the flags these functions take.
+The apps differ only in what they do with a missing image (404 or the webclient's placeholder) and
+in which parameters are mandatory; those are the flags these functions take.
 """
 from __future__ import annotations
 
 import base64
-import math
+from typing import Callable
 
 from starlette.responses import Response
 
 from bench.sim import pixels
 from bench.sim.capacity import COSTS_MS
 from bench.sim.catalog import Image, Pixels
-from bench.sim.http import Ctx, error
-from bench.sim.rendering import (EMISSION, NAMES, PIXEL_RANGE, RAW_MAX, RDef, default_rdef, require_explicit,
-                                 resolve)
+from bench.sim.http import Ctx, HTTPError, error
+from bench.sim.jsonp import ViewError, javascript_error, py_int
+from bench.sim.rendering import rdef_query_error, require_explicit, resolve
 
-MAX_BATCH = 50            # omero.web.thumbnails_batch
 MAX_TILE = 2048           # omero.pixeldata.max_tile_length
 MAX_REGION = 4096
 PREVIEW_MAX = 2048        # render_image of a pyramid renders the largest level up to this size
 JPEG = "image/jpeg"
+MS_FORMATS = ("png", "tif")   # the microservice's `format=` besides jpeg
+NOT_RENDERED = "Failed to render thumbnail"     # _render_thumbnail's Http404 (gw/views.py:399-411)
 
 
-def readable_image(ctx: Ctx, image_id: int, public_403: bool = True) -> Image:
-    """The image if this user may read it; else 404 (403, empty, for the public user on webgateway)."""
+def readable_image(ctx: Ctx, image_id: int) -> Image:
+    """The image if this user may read it; else 404 (`conn.getObject` is None → Http404)."""
     image = ctx.catalog.image(image_id)
     if ctx.catalog.can_read(ctx.user, image):
         return image
-    if public_403 and ctx.ident is not None and ctx.ident.public:
-        raise error(403)
     raise error(404, f"Image {image_id} not found")
 
 
-def _plane_index(ctx: Ctx, px: Pixels, z: int, t: int) -> tuple[int, int]:
+def _plane_index(px: Pixels, z: int, t: int) -> tuple[int, int]:
     if not (0 <= z < px.size_z and 0 <= t < px.size_t):
         raise error(404, "plane out of range")
     return z, t
 
 
 # ---- thumbnails -------------------------------------------------------------------------------
-def thumb_size(ctx: Ctx, w: int | None) -> int:
-    return w or ctx.sim.config.thumb_size
+def thumb_box(ctx: Ctx, image: Image | None, w: int | None, h: int | None) -> tuple[int, int]:
+    side = w or ctx.sim.config.thumb_size
+    if image is None:                       # defaultThumbnail: the square placeholder
+        return side, h or side
+    return pixels.thumbnail_box(image.pixels, side, h)
 
 
-def thumb_cost(ctx: Ctx, w: int | None, h: int | None) -> str:
+# the query parameters a thumbnail path reads
+SINGLE_READS = frozenset({"z", "t", "rdefId"})  # _render_thumbnail (gw/views.py:394-396)
+SET_READS: frozenset[str] = frozenset()         # conn.getThumbnailSet(ids, w) (gw/views.py:1695)
+MS_READS = frozenset({"rdefId"})                # the microservice's ThumbnailCtx (ThumbnailCtx.java:62-81)
+
+
+def thumb_cost(ctx: Ctx, w: int | None, h: int | None, reads: frozenset[str]) -> str:
     """The default size without z/t/rdefId is OMERO.server's cached thumbnail; the rest are rendered."""
     default = w in (None, ctx.sim.config.thumb_size) and h is None
-    return "thumbnail_cached" if default and not {"z", "t", "rdefId"} & set(ctx.q) else "thumbnail"
+    return "thumbnail_cached" if default and not (reads & set(ctx.q)) else "thumbnail"
 
 
-def _thumb_rdef(ctx: Ctx, image: Image) -> RDef:
-    rdef_id = ctx.int_param("rdefId")
-    chosen = ctx.sim.rdefs.by_id(image, rdef_id) if rdef_id is not None else None
-    return chosen or ctx.sim.rdefs.for_user(image, ctx.user.id)
-
-
-def thumbnail_bytes(ctx: Ctx, image: Image, w: int | None, h: int | None) -> bytes:
-    """JPEG bytes, or the in-progress placeholder PNG while the pyramid is being generated."""
+def thumbnail_bytes(ctx: Ctx, image: Image, w: int | None, h: int | None, reads: frozenset[str]) -> bytes:
+    """One thumbnail with this user's settings (or `rdefId`'s, and the `z`/`t` plane, when the path reads
+    them), or the loading JPEG while the pyramid is generated. Raises HTTPError(404) for a plane
+    outside the image (omero-py getThumbnail answers None)."""
+    box = thumb_box(ctx, image, w, h)
+    if ctx.sim.pyramids.generating(image):
+        return pixels.loading(box)
+    rdef_id = ctx.int_param("rdefId") if "rdefId" in reads else None
+    rdef = (ctx.sim.rdefs.by_id(image, rdef_id) if rdef_id is not None else None) \
+        or ctx.sim.rdefs.for_user(image, ctx.user.id)
+    z = ctx.int_param("z", rdef.default_z) if "z" in reads else rdef.default_z
+    t = ctx.int_param("t", rdef.default_t) if "t" in reads else rdef.default_t
     px = image.pixels
-    box = pixels.thumbnail_box(px, thumb_size(ctx, w), h)
-    if px.in_progress:
-        return pixels.placeholder(box, "in_progress")
-    rdef = _thumb_rdef(ctx, image)
-    z, t = _plane_index(ctx, px, ctx.int_param("z", rdef.default_z), ctx.int_param("t", rdef.default_t))
+    z, t = _plane_index(px, z, t)
     return pixels.render(image, resolve(rdef, {}, image), z, t, (0, 0, px.size_x, px.size_y), box)
 
 
-def missing_thumbnail(ctx: Ctx, w: int | None, h: int | None) -> bytes:
-    """webclient's defaultThumbnail: the placeholder PNG, resized to the requested box."""
-    side = thumb_size(ctx, w)
-    return pixels.placeholder((side, h or side))
+Missing = Callable[[Ctx, "int | None", "int | None"], bytes]   # no thumbnail: raise, or the _defcb placeholder
 
 
-async def thumbnail(ctx: Ctx, image_id: int, w: int | None, h: int | None, placeholder: bool = False,
-                    public_403: bool = True) -> Response:
-    if placeholder and not ctx.catalog.can_read(ctx.user, ctx.catalog.image(image_id)):
-        return Response(missing_thumbnail(ctx, w, h), media_type=JPEG)
-    image = readable_image(ctx, image_id, public_403)
-    async with ctx.work(thumb_cost(ctx, w, h)):
-        data = thumbnail_bytes(ctx, image, w, h)
-    return Response(data, media_type=JPEG)
+async def thumbnail_data(ctx: Ctx, image_id: int, w: int | None, h: int | None, missing: Missing,
+                         reads: frozenset[str] = SINGLE_READS) -> bytes:
+    """_render_thumbnail (gw/views.py:376-411): the bytes, or `missing(ctx, w, h)` for an unreadable image
+    or a plane it does not have."""
+    for name in reads:              # parsed before the image is looked up: a bad value raises first
+        ctx.int_param(name)
+    image = ctx.catalog.image(image_id)
+    if not ctx.catalog.can_read(ctx.user, image):
+        return missing(ctx, w, h)
+    try:
+        async with ctx.work(thumb_cost(ctx, w, h, reads)):
+            return thumbnail_bytes(ctx, image, w, h, reads)
+    except HTTPError:
+        return missing(ctx, w, h)
+
+
+def raise_404(ctx: Ctx, w: int | None, h: int | None) -> bytes:
+    raise error(404, NOT_RENDERED)
+
+
+def raise_view_404(ctx: Ctx, w: int | None, h: int | None) -> bytes:
+    """Http404 inside a @jsonp view: the decorator answers it as JSON 500."""
+    raise ViewError("Http404", NOT_RENDERED)
+
+
+def default_thumbnail(ctx: Ctx, w: int | None, h: int | None) -> bytes:
+    """The webclient's `_defcb` (wc/urls.py:133-149): the placeholder PNG at the requested box."""
+    return pixels.placeholder(thumb_box(ctx, None, w, h))
+
+
+async def thumbnail(ctx: Ctx, image_id: int, w: int | None, h: int | None, missing: Missing = raise_404,
+                    reads: frozenset[str] = SINGLE_READS) -> Response:
+    return Response(await thumbnail_data(ctx, image_id, w, h, missing, reads), media_type=JPEG)
 
 
 def data_uri(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
-def batch_ids(ctx: Ctx, names: tuple[str, ...] = ("id",)) -> list[int]:
-    """Repeated id params (no comma lists), non-integers skipped, duplicates removed."""
-    seen: dict[int, None] = {}
-    for name in names:
-        for raw in ctx.q.getlist(name):
-            if raw.strip().lstrip("-").isdigit():
-                seen.setdefault(int(raw), None)
-    return list(seen)
-
-
-async def thumbnail_batch(ctx: Ctx, w: int | None, placeholder: bool = False,
-                          id_params: tuple[str, ...] = ("id",)) -> Response:
-    """get_thumbnails: {"<id>": data URI | null}; >50 ids → 500; one id → the single-thumbnail path."""
-    ids = batch_ids(ctx, id_params)
-    if len(ids) > MAX_BATCH:
-        return Response(f"Max {MAX_BATCH} thumbnails at a time.", status_code=500, media_type="text/javascript")
-    if len(ids) == 1:
-        return ctx.json({str(ids[0]): await _single_uri(ctx, ids[0], w, placeholder)})
+async def thumbnail_set(ctx: Ctx, ids: list[int], w: int | None, reads: frozenset[str]) -> Response:
+    """{"<id>": data URI | null} for several images in one backend call (null: unreadable)."""
     readable = {i: img for i in ids if ctx.catalog.can_read(ctx.user, img := ctx.catalog.image(i))}
     result: dict[str, str | None] = {str(i): None for i in ids}
     if ids:
         async with ctx.work("batch", renders=len(readable), cost_ms=_batch_cost(len(ids))):
             for i, image in readable.items():
-                result[str(i)] = data_uri(thumbnail_bytes(ctx, image, w, None))
+                result[str(i)] = data_uri(thumbnail_bytes(ctx, image, w, None, reads))
     return ctx.json(result)
+
+
+async def thumbnail_batch(ctx: Ctx, w: int | None) -> Response:
+    """get_thumbnails_json (gw/views.py:1663-1711). The ids are get_longs (gw/util.py:83-96: `int()` of
+    each, a bad one is a ViewError), duplicates dropped. One id takes the single-thumbnail path (z/t/rdefId
+    honoured, any error → null); more than omero.web.thumbnails_batch is OMERO's own 500."""
+    ids = list({py_int(raw) for raw in ctx.q.getlist("id")})      # `list(set(image_ids))`: the same order
+    if len(ids) == 1:
+        return ctx.json({str(ids[0]): await _single_uri(ctx, ids[0], w)})
+    limit = ctx.sim.config.thumbnails_batch
+    if len(ids) > limit:
+        return javascript_error(f"Max {limit} thumbnails at a time.")
+    return await thumbnail_set(ctx, ids, w, SET_READS)
 
 
 def _batch_cost(n: int) -> float:
     return COSTS_MS["batch"] + COSTS_MS["batch_per_id"] * n
 
 
-async def _single_uri(ctx: Ctx, image_id: int, w: int | None, placeholder: bool) -> str | None:
-    image = ctx.catalog.image(image_id)
-    if not ctx.catalog.can_read(ctx.user, image):
-        return data_uri(missing_thumbnail(ctx, w, None)) if placeholder else None
-    async with ctx.work(thumb_cost(ctx, w, None)):
-        return data_uri(thumbnail_bytes(ctx, image, w, None))
+async def _single_uri(ctx: Ctx, image_id: int, w: int | None) -> str | None:
+    try:
+        return data_uri(await thumbnail_data(ctx, image_id, w, None, raise_404))
+    except (HTTPError, ViewError):
+        return None
 
 
 # ---- regions and planes -------------------------------------------------------------------------
@@ -171,18 +197,21 @@ def preview_geometry(px: Pixels) -> tuple[tuple[int, int, int, int], tuple[int, 
 
 
 async def render(ctx: Ctx, image_id: int, z: int | None, t: int | None, whole: bool, explicit: bool = False,
-                 formats: tuple[str, ...] = (), public_403: bool = True, cache_control: str | None = None
-                 ) -> Response:
-    """render_image (whole) / render_image_region, with the user's rdef under the URL's params."""
-    image = readable_image(ctx, image_id, public_403)
-    px = image.pixels
-    if explicit:
+                 ms: bool = False, cache_control: str | None = None) -> Response:
+    """render_image (whole) / render_image_region with the user's rdef under the URL's params; without
+    z/t, the user's default plane. `explicit`: the `_rdef` views (validate_rdef_query, 400 as text/html)
+    and every microservice render; `ms`: the microservice's formats and `maps` rules."""
+    if explicit and ms:
         require_explicit(ctx.q)
+    elif explicit and (problem := rdef_query_error(ctx.q)):
+        raise error(400, problem, "text/html; charset=utf-8")
+    image = readable_image(ctx, image_id)
+    px = image.pixels
     rdef = ctx.sim.rdefs.for_user(image, ctx.user.id)
-    spec = resolve(rdef, ctx.q, image, formats)
-    z, t = _plane_index(ctx, px, rdef.default_z if z is None else z, rdef.default_t if t is None else t)
+    spec = resolve(rdef, ctx.q, image, MS_FORMATS if ms else (), ms=ms)
+    z, t = _plane_index(px, rdef.default_z if z is None else z, rdef.default_t if t is None else t)
     region, out = preview_geometry(px) if whole else region_geometry(ctx, px)
-    if px.in_progress:
+    if ctx.sim.pyramids.generating(image):
         raise error(404, "pyramid in progress")
     async with ctx.work("image" if whole else "region"):
         data = pixels.render(image, spec, z, t, region, out)
@@ -190,82 +219,14 @@ async def render(ctx: Ctx, image_id: int, z: int | None, t: int | None, whole: b
     return Response(data, media_type=pixels.MEDIA_TYPES[spec.fmt], headers=headers)
 
 
-# ---- JSON ---------------------------------------------------------------------------------------
-def _split_grid(px: Pixels, n: int, border: int = 2) -> dict:
-    gridx = math.ceil(math.sqrt(n))
-    gridy = math.ceil(n / gridx)
-    return {"width": px.size_x * gridx + border * (gridx + 1),
-            "height": px.size_y * gridy + border * (gridy + 1), "border": border, "gridx": gridx, "gridy": gridy}
-
-
-def image_data(ctx: Ctx, image: Image) -> dict:
-    """webgateway imageMarshal, for this user: their rdef (or the defaults with getDefaults=true)."""
-    cat, px, user = ctx.catalog, image.pixels, ctx.user
-    rdef = default_rdef(image) if ctx.q.get("getDefaults") == "true" else ctx.sim.rdefs.for_user(image, user.id)
-    dataset = cat.datasets.get(image.dataset_id) if image.dataset_id else None
-    project = cat.projects.get(dataset.project_id) if dataset and dataset.project_id else None
-    mine = image.owner_id == user.id
-    rv = {
-        "id": image.id,
-        "meta": {
-            "imageName": image.name, "imageDescription": image.description,
-            "imageAuthor": cat.users[image.owner_id].full_name, "imageArchived": False,
-            "projectName": project.name if project else "Multiple", "projectId": project.id if project else None,
-            "projectDescription": project.description if project else "",
-            "datasetName": dataset.name if dataset else "Multiple", "datasetId": dataset.id if dataset else None,
-            "datasetDescription": dataset.description if dataset else "",
-            "wellSampleId": image.ws_id or "", "wellId": image.well_id or "",
-            "imageTimestamp": image.created, "imageId": image.id, "pixelsType": "uint16",
-        },
-        "perms": {"canAnnotate": not user.public, "canEdit": mine, "canDelete": mine, "canLink": mine},
-        "tiles": px.pyramid,
-    }
-    if px.pyramid:
-        rv["tile_size"] = {"width": px.tile, "height": px.tile}
-        rv["levels"] = px.levels
-        rv["resolutions"] = {str(lv): dict(zip(("sizeX", "sizeY"), px.level_size(lv))) for lv in range(px.levels)}
-        rv["zoomLevelScaling"] = {str(lv): 1.0 / 2 ** lv for lv in range(px.levels)}
-    rv.update({
-        "interpolate": True,
-        "size": {"width": px.size_x, "height": px.size_y, "z": px.size_z, "t": px.size_t, "c": px.size_c},
-        "pixel_size": {"x": px.physical_size, "y": px.physical_size, "z": 1.0 if px.size_z > 1 else None},
-        "init_zoom": 0,
-        "pixel_range": list(PIXEL_RANGE),
-        "channels": [
-            {"emissionWave": EMISSION[i % len(EMISSION)], "label": NAMES[i % len(NAMES)], "color": ch.color,
-             "inverted": ch.inverted, "reverseIntensity": ch.inverted, "family": ch.family,
-             "coefficient": ch.coefficient, "window": {"min": 0.0, "max": float(RAW_MAX), "start": ch.start,
-                                                       "end": ch.end}, "active": ch.active}
-            for i, ch in enumerate(rdef.channels)],
-        "split_channel": {"g": _split_grid(px, px.size_c), "c": _split_grid(px, px.size_c + 1)},
-        "rdefs": {"model": rdef.model, "projection": "normal", "defaultZ": rdef.default_z,
-                  "defaultT": rdef.default_t, "invertAxis": False},
-    })
-    if image.dataset_id:
-        rv["nominalMagnification"] = 40
-    return rv
-
-
-async def img_data(ctx: Ctx, image_id: int, key: str | None = None, public_403: bool = True) -> Response:
-    image = readable_image(ctx, image_id, public_403)
-    if image.pixels.in_progress:
-        return ctx.json({"ConcurrencyException": {"backOff": 1000}})
-    async with ctx.work("imgdata"):
-        data: object = image_data(ctx, image)
-    for part in (key.split(".") if key else ()):
-        if not isinstance(data, dict) or part not in data:
-            raise error(404, f"no key {key}")
-        data = data[part]
-    return ctx.json(data)
-
-
-async def histogram(ctx: Ctx, image_id: int, channel: int, public_403: bool = True) -> Response:
-    image = readable_image(ctx, image_id, public_403)
+async def histogram(ctx: Ctx, image_id: int, channel: int) -> Response:
+    """histogram_json (gw/views.py:2881-2910; not @jsonp)."""
+    image = readable_image(ctx, image_id)
     px = image.pixels
     bins = ctx.int_param("bins", 256)
     if not 0 <= channel < px.size_c or not 0 < bins <= 65536:
         raise error(400, "invalid channel or bins")
-    z, t = _plane_index(ctx, px, ctx.int_param("theZ", 0), ctx.int_param("theT", 0))
+    z, t = _plane_index(px, ctx.int_param("theZ", 0), ctx.int_param("theT", 0))
     async with ctx.work("histogram"):
         data = pixels.histogram(image, channel, z, t, bins)
     return ctx.json({"data": data})

@@ -154,22 +154,33 @@ def histogram(image: Image, c: int, z: int, t: int, bins: int) -> list[int]:
     return data
 
 
-def _icon(size: tuple[int, int], kind: str) -> bytes:
+def _missing(size: tuple[int, int]) -> bytes:
     im = PILImage.new("RGB", (128, 128), (222, 222, 222))
     draw = ImageDraw.Draw(im)
     draw.rectangle((8, 8, 119, 119), outline=(150, 150, 150), width=4)
-    if kind == "in_progress":
-        draw.polygon([(40, 30), (88, 30), (64, 64)], fill=(120, 120, 200))
-        draw.polygon([(40, 98), (88, 98), (64, 64)], fill=(120, 120, 200))
-    else:
-        draw.ellipse((40, 28, 88, 76), outline=(150, 150, 150), width=6)
-        draw.line((30, 100, 98, 100), fill=(150, 150, 150), width=6)
+    draw.ellipse((40, 28, 88, 76), outline=(150, 150, 150), width=6)
+    draw.line((30, 100, 98, 100), fill=(150, 150, 150), width=6)
     return encode(im.resize(size), "png")
 
 
-def placeholder(size: tuple[int, int], kind: str = "missing") -> bytes:
-    """OMERO's PNG placeholders (`image128.png`, `thumbnail_in_progress.png`), resized; PNG bytes."""
-    return _encoded.get_or_make((kind, size), lambda: _icon(size, kind))
+def _loading(size: tuple[int, int]) -> bytes:
+    im = PILImage.new("RGB", (128, 128), (240, 240, 240))
+    draw = ImageDraw.Draw(im)
+    draw.polygon([(40, 30), (88, 30), (64, 64)], fill=(120, 120, 200))
+    draw.polygon([(40, 98), (88, 98), (64, 64)], fill=(120, 120, 200))
+    return encode(im.resize(size, PILImage.Resampling.BILINEAR), "jpeg")
+
+
+def placeholder(size: tuple[int, int]) -> bytes:
+    """The webclient's defaultThumbnail (wc/webclient_gateway.py:68-79): `image128.png` resized, PNG bytes
+    (served as image/jpeg)."""
+    return _encoded.get_or_make(("missing", size), lambda: _missing(size))
+
+
+def loading(size: tuple[int, int]) -> bytes:
+    """OMERO.server's thumbnail while a pyramid is generated: its "loading" picture rasterised as a real
+    JPEG at the thumbnail's size (ThumbnailBean.java, compressInProgressImageToStream)."""
+    return _encoded.get_or_make(("loading", size), lambda: _loading(size))
 
 
 def shape_mask(shape_id: int, fill: tuple[int, int, int, int]) -> bytes:

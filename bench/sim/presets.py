@@ -39,7 +39,7 @@ class Builder:
     plates: dict[int, Plate] = field(default_factory=dict)
     projects: dict[int, Project] = field(default_factory=dict)
     datasets: dict[int, Dataset] = field(default_factory=dict)
-    rdef_seeds: list[tuple[int, int]] = field(default_factory=list)
+    rdef_seeds: list[tuple[int, int, str]] = field(default_factory=list)
     next_id: dict[str, int] = field(default_factory=lambda: {
         "screen": 1, "project": 101, "dataset": 201, "plate": 1001, "acquisition": 5001,
         "well": 10001, "ws": 500001, "image": IMAGE_BASE})
@@ -119,8 +119,12 @@ def _small_into(b: Builder) -> None:
     b.dataset("lab-a-ds-carol", CAROL, LAB_A, 3)
     first_public = min(b.plates.values(), key=lambda p: p.id)
     alice_ds = next(d for d in b.datasets.values() if d.name == "lab-a-ds-alice")
-    # bob's own settings on a public plate image; carol's on alice's image (same group)
-    b.rdef_seeds += [(first_public.image_base, BOB), (alice_ds.image_base, CAROL)]
+    zstack = next(d for d in b.datasets.values() if d.name == "idr0003-ds-001")
+    # bob's own settings on a public plate image; carol's on alice's image (same group); non-linear
+    # families, an inversion and the last Z/T as default: bob's own on a public z-stack, and the
+    # owner's (which every reader without settings of their own sees) on the next one
+    b.rdef_seeds += [(first_public.image_base, BOB, "narrow"), (alice_ds.image_base, CAROL, "narrow"),
+                     (zstack.image_base, BOB, "quantized"), (zstack.image_base + 1, CURATOR, "quantized")]
 
 
 def _idr_into(b: Builder) -> None:

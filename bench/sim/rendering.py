@@ -1,15 +1,17 @@
 """Rendering settings (rdefs) per image and user, and the URL rendering parameters that override them.
 
-This is where per-user bytes come from: a render without a full explicit `c` + `m` starts from the
-requesting user's saved rdef, else the owner's. Family/coefficient/inverted come only from `maps`,
-never from a saved rdef, so a full explicit `c` + `m` render is identical for every reader.
+This is where per-user bytes come from: every render starts from the requester's saved rdef, else
+the owner's (ImageRegionRequestHandler.java:187-206, omero-py `_prepareRE`), and the URL changes
+only what it names (clients.md §6). Saved rdefs keep windows, colours, active flags, the model,
+quantization family/coefficient, inversion and the default Z/T, so even a full `c` + `m` render
+differs between readers unless `maps` sets both quantization and inversion of every channel.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 from bench.sim.catalog import Catalog, Image
 
@@ -18,10 +20,10 @@ PIXEL_RANGE = (0, 65535)
 COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "FFFF00", "00FFFF")
 NAMES = ("DAPI", "GFP", "Cy5", "mCherry", "YFP", "CFP")
 EMISSION = (461, 510, 670, 610, 527, 475)
-FAMILIES = ("linear", "logarithmic", "exponential", "polynomial")
+FAMILIES = ("linear", "polynomial", "exponential", "logarithmic")   # OMERO's Family enumeration
 PROJECTIONS = ("normal", "intmax", "intmean", "intsum")
-DEFAULT_RDEF_BASE = 20_000_000    # owner's default rdef id = DEFAULT_RDEF_BASE + image id
-SAVED_RDEF_BASE = 30_000_001
+DEFAULT_RDEF_BASE = 20_000_000    # the owner's rdef id = DEFAULT_RDEF_BASE + image id
+SAVED_RDEF_BASE = 30_000_001      # everyone else's, in order of creation
 
 
 class BadParam(ValueError):
@@ -48,6 +50,13 @@ class RDef:
     default_z: int = 0
     default_t: int = 0
 
+    def summary(self) -> dict:
+        """What /_sim/info shows of a saved rdef (the fields that change the bytes)."""
+        return {"rdefId": self.id, "model": self.model, "defaultZ": self.default_z, "defaultT": self.default_t,
+                "channels": [{"active": c.active, "start": c.start, "end": c.end, "color": c.color,
+                              "family": c.family, "coefficient": c.coefficient, "inverted": c.inverted}
+                             for c in self.channels]}
+
 
 @dataclass(frozen=True)
 class RenderSpec:
@@ -68,51 +77,86 @@ def default_rdef(image: Image) -> RDef:
     return RDef(DEFAULT_RDEF_BASE + image.id, image.owner_id, "color", channels, px.size_z // 2, 0)
 
 
-def seeded_rdef(image: Image, user_id: int, rdef_id: int) -> RDef:
-    """A user's own settings that visibly differ from the owner's: narrower windows, rotated colours."""
-    base = default_rdef(image)
+def _narrow(base: RDef) -> RDef:
+    """Narrower windows and rotated colours."""
     channels = tuple(replace(ch, start=ch.start + 200, end=ch.end * 0.6, color=COLORS[(i + 1) % len(COLORS)])
                      for i, ch in enumerate(base.channels))
-    return RDef(rdef_id, user_id, base.model, channels, base.default_z, base.default_t)
+    return replace(base, channels=channels)
+
+
+def _quantized(base: RDef, px_z: int, px_t: int) -> RDef:
+    """Non-linear families, an inverted channel and the last plane as default Z/T."""
+    looks = (("logarithmic", 1.0, False), ("exponential", 1.5, True), ("polynomial", 0.6, False))
+    channels = tuple(replace(ch, family=f, coefficient=k, inverted=inv)
+                     for ch, (f, k, inv) in zip(base.channels, looks * len(base.channels)))
+    return replace(base, channels=channels, default_z=px_z - 1, default_t=px_t - 1)
+
+
+# A seeded user's own settings, by style (presets name them): each visibly differs from the owner's.
+SEED_STYLES: dict[str, Callable[[RDef, Image], RDef]] = {
+    "narrow": lambda base, image: _narrow(base),
+    "quantized": lambda base, image: _quantized(base, image.pixels.size_z, image.pixels.size_t),
+}
 
 
 class RDefStore:
-    """Saved rendering settings per (image, user); the owner's default is computed, never stored."""
+    """Saved rendering settings per (image, user); an owner's unsaved default is computed, never stored."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._saved: dict[tuple[int, int], RDef] = {}
         self._next = SAVED_RDEF_BASE
-        for image_id, user_id in catalog.rdef_seeds:
+        for image_id, user_id, style in catalog.rdef_seeds:
             image = catalog.image(image_id)
             if image is not None:
-                self._saved[(image_id, user_id)] = seeded_rdef(image, user_id, self._take_id())
+                made = SEED_STYLES[style](default_rdef(image), image)
+                self._saved[(image_id, user_id)] = replace(made, id=self._id_for(image, user_id), owner_id=user_id)
 
-    def _take_id(self) -> int:
+    def _id_for(self, image: Image, user_id: int) -> int:
+        old = self._saved.get((image.id, user_id))
+        if old is not None:
+            return old.id
+        if user_id == image.owner_id:
+            return DEFAULT_RDEF_BASE + image.id
         self._next += 1
         return self._next - 1
 
     def for_user(self, image: Image, user_id: int) -> RDef:
-        return self._saved.get((image.id, user_id)) or default_rdef(image)
+        """The requester's settings, else the owner's (saved or default)."""
+        return (self._saved.get((image.id, user_id)) or self._saved.get((image.id, image.owner_id))
+                or default_rdef(image))
 
     def by_id(self, image: Image, rdef_id: int) -> RDef | None:
-        if rdef_id == DEFAULT_RDEF_BASE + image.id:
-            return default_rdef(image)
-        return next((r for (iid, _), r in self._saved.items() if iid == image.id and r.id == rdef_id), None)
+        found = next((r for (iid, _), r in self._saved.items() if iid == image.id and r.id == rdef_id), None)
+        return found or (default_rdef(image) if rdef_id == DEFAULT_RDEF_BASE + image.id else None)
 
     def save(self, image: Image, user_id: int, params: Mapping[str, str]) -> RDef:
+        """saveImgRDef (gw/views.py:876-967 with saveDefs): the query over the user's settings, all of it
+        kept (quantization and inversion included) except projection and `ia`; `z`/`t` are 1-based."""
         base = self.for_user(image, user_id)
         spec = resolve(base, params, image)
-        old = self._saved.get((image.id, user_id))
-        rdef = RDef(old.id if old else self._take_id(), user_id, spec.model,
-                    tuple(replace(ch, family="linear", coefficient=1.0, inverted=False) for ch in spec.channels),
-                    base.default_z, base.default_t)
+        px = image.pixels
+        z = _plane_param(params, "z", base.default_z, px.size_z)
+        t = _plane_param(params, "t", base.default_t, px.size_t)
+        rdef = RDef(self._id_for(image, user_id), user_id, spec.model, spec.channels, z, t)
         self._saved[(image.id, user_id)] = rdef
         return rdef
 
     def seeded(self) -> list[dict]:
-        return [{"image": iid, "user": self.catalog.users[uid].name, "rdefId": r.id}
+        return [{"image": iid, "user": self.catalog.users[uid].name, **r.summary()}
                 for (iid, uid), r in sorted(self._saved.items())]
+
+
+def _plane_param(params: Mapping[str, str], name: str, default: int, size: int) -> int:
+    if name not in params:
+        return default
+    try:
+        value = int(params[name]) - 1
+    except ValueError:
+        raise BadParam(f"{name} must be an integer") from None
+    if not 0 <= value < size:
+        raise BadParam(f"{name} out of range")
+    return value
 
 
 # ---- URL parameters -------------------------------------------------------------------------
@@ -155,30 +199,42 @@ def is_explicit(params: Mapping[str, str]) -> bool:
     return all(e.window is not None and e.color is not None for e in entries)
 
 
-def _maps(value: str | None, count: int) -> list[dict]:
-    if not value:
-        return [{}] * count
+def _maps(value: str | None, count: int, ms: bool) -> list[dict | None]:
+    """One `maps` entry per listed channel (None: no entry). OMERO.web ignores a `maps` it cannot use
+    (gw/views.py:840-873, 898-915 log and go on); the microservice rejects it (ImageRegionCtx.java:150-156)."""
     try:
-        maps = json.loads(value)
-    except ValueError as exc:
-        raise BadParam("maps is not JSON") from exc
-    if not isinstance(maps, list) or not all(isinstance(m, dict) or m is None for m in maps):
-        raise BadParam("maps must be a list of objects")
-    return [m or {} for m in maps] + [{}] * (count - len(maps))
+        maps = json.loads(value) if value else None
+    except ValueError:
+        maps = False
+    usable = isinstance(maps, list) and all(isinstance(m, dict) for m in maps)
+    if ms and value and not (usable and len(maps) == count):
+        raise BadParam("Must provide codomain map for all provided channels or none")
+    entries: list[dict | None] = list(maps) if usable else []
+    return (entries + [None] * count)[:count]
 
 
-def _apply_map(ch: Channel, entry: dict) -> Channel:
-    flag = entry.get("inverted", entry.get("reverse"))
+def _flag(entry: dict, order: tuple[str, str]) -> object:
+    first = entry.get(order[0])
+    return entry.get(order[1]) if first is None else first
+
+
+def _apply_map(ch: Channel, entry: dict | None, ms: bool) -> Channel:
+    """`maps[i]` over a channel. Quantization: family with coefficient (default 1.0) or no change
+    (gw/views.py:906-914, omero-py setQuantizationMaps; ImageRegionCtx.java:417-431). Inversion: OMERO.web
+    sets it from every entry (absent → off, gw/views.py:857-867); the microservice only turns it on
+    (ImageRegionCtx.java:444-452), so a saved inversion survives `"enabled": false` there."""
+    if entry is None:
+        return ch
+    flag = _flag(entry, ("reverse", "inverted") if ms else ("inverted", "reverse"))
+    value = flag.get("enabled") if isinstance(flag, dict) else None
+    enabled = value is True if ms else value in (True, "true")      # Java's Boolean.TRUE.equals vs Python's `in`
+    if enabled or not ms:
+        ch = replace(ch, inverted=enabled)
     quant = entry.get("quantization")
-    if isinstance(flag, dict) and "enabled" in flag:
-        ch = replace(ch, inverted=bool(flag["enabled"]))
-    if isinstance(quant, dict):
-        family = quant.get("family", ch.family)
-        try:
-            coefficient = float(quant.get("coefficient", ch.coefficient))
-        except (TypeError, ValueError) as exc:
-            raise BadParam("bad quantization coefficient") from exc
-        ch = replace(ch, family=family if family in FAMILIES else ch.family, coefficient=coefficient)
+    if isinstance(quant, dict) and quant.get("family") in FAMILIES:
+        coefficient = quant.get("coefficient", 1.0)
+        if isinstance(coefficient, (int, float)) and not isinstance(coefficient, bool):
+            ch = replace(ch, family=quant["family"], coefficient=float(coefficient))
     return ch
 
 
@@ -194,11 +250,13 @@ def _projection(value: str | None, size_z: int) -> tuple[str, int, int]:
     return (name if name in PROJECTIONS else "normal"), start, max(start, end)
 
 
-def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[str, ...] = ()) -> RenderSpec:
-    """Merge URL params over an rdef; raises BadParam for input OMERO answers with 400."""
+def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[str, ...] = (),
+            ms: bool = False) -> RenderSpec:
+    """Merge URL params over an rdef (OMERO.web's rules, or the microservice's with `ms`); raises
+    BadParam for input OMERO answers with 400."""
     channels = list(rdef.channels)
     entries = parse_c(params["c"]) if params.get("c") else ()
-    maps = _maps(params.get("maps"), len(entries))
+    maps = _maps(params.get("maps"), len(entries), ms)
     if entries:
         listed = {e.index for e in entries}
         channels = [replace(ch, active=False) if i not in listed else ch for i, ch in enumerate(channels)]
@@ -209,7 +267,7 @@ def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[
             ch = replace(ch, active=e.active, color=e.color or ch.color)
             if e.window:
                 ch = replace(ch, start=e.window[0], end=e.window[1])
-            channels[e.index] = _apply_map(ch, m)
+            channels[e.index] = _apply_map(ch, m, ms)
     model = {"g": "greyscale", "c": "color"}.get(params.get("m", ""), rdef.model)
     try:
         quality = min(1.0, max(0.0, float(params.get("q", 0.85))))
@@ -224,6 +282,27 @@ def resolve(rdef: RDef, params: Mapping[str, str], image: Image, formats: tuple[
 
 
 def require_explicit(params: Mapping[str, str]) -> None:
-    """The `_rdef` views and the microservice: `c` with windows and colours and `m` are mandatory."""
+    """The microservice: `c` with windows and colours and `m` are mandatory."""
     if not is_explicit(params):
         raise BadParam("c (with a window and colour for every channel) and m (g|c) are required")
+
+
+def rdef_query_error(params: Mapping[str, str]) -> str | None:
+    """validate_rdef_query (gw/views.py:208-252): the 400 text of OMERO.web's `_rdef` views and saveImgRDef."""
+    if "c" not in params:
+        return "Rendering settings must specify channels as c"
+    for e in parse_c(params["c"]):
+        if e.window is None:
+            return "Must specify window for each channel"
+        if e.color is None:
+            return "Must specify color for each channel"
+    if params.get("m") not in ("g", "c"):
+        return 'Query parameter "m" must be present with value either "g" or "c"'
+    if "maps" in params:
+        try:
+            maps = json.loads(params["maps"])
+        except ValueError:
+            return "Failed to parse maps JSON"
+        if not isinstance(maps, list) or len(maps) != len(params["c"].split(",")):
+            return 'Number of "maps" must match number of channels'
+    return None

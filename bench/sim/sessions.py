@@ -22,9 +22,9 @@ from starlette.requests import Request
 from bench.sim.catalog import Catalog, User
 
 REDIS_PREFIX = ":1:django.contrib.sessions.cache"
-# IDR's omero.web.public.url_filter, reduced to the apps the sim serves
+# IDR's omero.web.public.url_filter, reduced to the apps the sim serves (IDR opens OMERO.iviewer to the public)
 PUBLIC_URL_FILTER = re.compile(
-    r"^/(api/|webclient/(?!(action|annotate|login|logout|render_image_download))"
+    r"^/(api/|iviewer/|webclient/(?!(action|annotate|login|logout|render_image_download))"
     r"|webgateway/(?!(archived_files|download_as)))")
 MEMORY_SESSIONS = 200_000
 _COOKIE_CHARS = string.ascii_lowercase + string.digits

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from itertools import islice
+from typing import Awaitable, Callable
 
 from starlette.responses import Response
 
@@ -32,9 +33,8 @@ def _dataset(cat: Catalog, d: Dataset) -> dict:
 def info(cat: Catalog, ctx: Ctx) -> dict:
     cfg = ctx.sim.config
     blocks = cat.blocks_by_name
+    started = ctx.sim.pyramids.initial
     special = [img for b in blocks if isinstance(b, Dataset) for img in cat.images_of(b) if img.pixels.levels > 1]
-    in_progress = [img.id for b in blocks for offset in _in_progress_offsets(b)
-                   if (img := cat.image_at(b, offset)) is not None]
     private: dict[str, dict] = {}
     for g in cat.groups.values():
         if g.id == PUBLIC:
@@ -48,12 +48,15 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         }
     orphan_runs = [d for d in cat.datasets.values() if d.orphan]
     public_images = list(islice((img.id for b in blocks if b.group_id == PUBLIC for img in cat.images_of(b)
-                                 if not img.pixels.in_progress), SAMPLE))
+                                 if img.id not in started), SAMPLE))
     return {
         "scale": cat.scale,
         "session_cookie": cfg.session_cookie,
         "public_enabled": cfg.public,
         "thumb_size": cfg.thumb_size,
+        "thumbnails_batch": cfg.thumbnails_batch,
+        "use_x_forwarded_host": cfg.use_x_forwarded_host,
+        "secure_proxy_ssl_header": list(cfg.secure_proxy_ssl_header) if cfg.secure_proxy_ssl_header else None,
         "ports": {"web": cfg.port, "ms": cfg.ms_port},
         "users": [{"id": u.id, "username": u.name, "password": u.password, "public": u.public,
                    "groups": [cat.groups[g].name for g in u.groups]} for u in cat.users.values()],
@@ -62,8 +65,9 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         "plates": [_plate(cat, p) for p in cat.plates.values()],
         "projects": [{**_owned(cat, p), "datasets": list(p.dataset_ids)} for p in cat.projects.values()],
         "datasets": [_dataset(cat, d) for d in cat.datasets.values() if not d.orphan],
-        "pyramid_images": [img.id for img in special if not img.pixels.in_progress],
-        "in_progress_images": in_progress,
+        "pyramid_images": [img.id for img in special if img.id not in started],
+        "in_progress_images": ctx.sim.pyramids.in_progress(),
+        "in_progress_fixed": sorted(started),
         "public_images": public_images,
         "private": private,
         "orphans": {"datasets": [d.id for d in cat.datasets.values() if not d.orphan and d.project_id is None],
@@ -72,12 +76,6 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         "rdefs": ctx.sim.rdefs.seeded(),
         "counts": cat.counts(),
     }
-
-
-def _in_progress_offsets(block: Plate | Dataset) -> list[int]:
-    if isinstance(block, Plate):
-        return [w * block.fields + f for w in sorted(block.in_progress_wells) for f in range(block.fields)]
-    return [k for k in block.present if block.pixels[k % len(block.pixels)].in_progress]
 
 
 async def get_info(ctx: Ctx) -> Response:
@@ -102,9 +100,21 @@ async def faults(ctx: Ctx) -> Response:
     return json_response(ctx.sim.faults.snapshot())
 
 
+def _pyramid(generating: bool) -> Callable[[Ctx], Awaitable[Response]]:
+    """Finish (or restart) the pyramid of one of the images that started in progress."""
+    async def view(ctx: Ctx) -> Response:
+        image_id = ctx.path_int("iid")
+        if not ctx.sim.pyramids.set(image_id, generating):
+            return json_response({"message": f"image {image_id} did not start with a pyramid in progress"}, 404)
+        return json_response({"in_progress_images": ctx.sim.pyramids.in_progress()})
+    return view
+
+
 ENDPOINTS = [
     Endpoint("_sim:info", ("/_sim/info",), get_info, AUTH_NONE),
     Endpoint("_sim:stats", ("/_sim/stats",), get_stats, AUTH_NONE),
     Endpoint("_sim:reset", ("/_sim/reset",), reset, AUTH_NONE, ("POST",)),
     Endpoint("_sim:faults", ("/_sim/faults",), faults, AUTH_NONE, ("GET", "POST")),
+    Endpoint("_sim:pyramids:finish", ("/_sim/pyramids/{iid:int}/finish",), _pyramid(False), AUTH_NONE, ("POST",)),
+    Endpoint("_sim:pyramids:restart", ("/_sim/pyramids/{iid:int}/restart",), _pyramid(True), AUTH_NONE, ("POST",)),
 ]

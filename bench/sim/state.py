@@ -8,6 +8,7 @@ from bench.sim.catalog import Catalog
 from bench.sim.config import SimConfig
 from bench.sim.faults import Faults
 from bench.sim.presets import build
+from bench.sim.pyramids import Pyramids
 from bench.sim.rendering import RDefStore
 from bench.sim.sessions import Sessions
 from bench.sim.stats import Stats
@@ -20,6 +21,7 @@ class Sim:
     rdefs: RDefStore
     sessions: Sessions
     pool: Pool
+    pyramids: Pyramids
     stats: Stats = field(default_factory=Stats)
     faults: Faults = field(default_factory=Faults)
 
@@ -29,4 +31,4 @@ class Sim:
         return cls(config, catalog, RDefStore(catalog),
                    Sessions(catalog, config.session_cookie, config.cookie_age, config.thumb_size,
                             config.redis_url),
-                   Pool(config.workers, config.speed))
+                   Pool(config.workers, config.speed), Pyramids(catalog))

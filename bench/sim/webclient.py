@@ -1,4 +1,9 @@
-"""`/webclient/`: the thumbnail/render mirrors (placeholders instead of 404), login and logout."""
+"""`/webclient/`: the thumbnail/render mirrors (placeholders instead of 404), login and logout.
+
+The optional share id of wc/urls.py:128-225 is a path segment, never a width: thumbnails are then
+the default size. The sim has no shares, so every share id is one OMERO does not find, and OMERO
+then answers with the user's own connection (`prepare_share_connection`, omeroweb/decorators.py:174-190).
+"""
 from __future__ import annotations
 
 import html
@@ -9,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from bench.sim import imageviews as iv
 from bench.sim import webgateway as gw
 from bench.sim.http import AUTH_NONE, AUTH_WEB, Ctx, Endpoint, error
+from bench.sim.jsonp import JSONP_WEB
 from bench.sim.sessions import csrf_ok, new_csrf_token
 
 WC = "/webclient"
@@ -16,12 +22,31 @@ IID = gw.IID
 LOGIN_FAILED = "Connection not available, please check your user name and password."
 
 
+SHARE = "{share_id:int}/"
+
+
+def share_suffix(*paths: str) -> tuple[str, ...]:
+    """`<path>[<share_id>/]`"""
+    return tuple(p for path in paths for p in (path, path + SHARE))
+
+
+def share_prefix(*suffixes: str) -> tuple[str, ...]:
+    """`/webclient/[<share_id>/]<suffix>`"""
+    return tuple(p for suffix in suffixes for p in (f"{WC}/{suffix}", f"{WC}/{SHARE}{suffix}"))
+
+
 async def render_thumbnail(ctx: Ctx) -> Response:
-    return await iv.thumbnail(ctx, ctx.path_int("iid"), ctx.path_opt("w"), None, placeholder=True)
+    return await iv.thumbnail(ctx, ctx.path_int("iid"), ctx.path_opt("w"), None, iv.default_thumbnail)
+
+
+async def get_thumbnail(ctx: Ctx) -> Response:
+    data = await iv.thumbnail_data(ctx, ctx.path_int("iid"), None, None, iv.default_thumbnail)
+    return ctx.json(iv.data_uri(data))
 
 
 async def get_thumbnails(ctx: Ctx) -> Response:
-    return await iv.thumbnail_batch(ctx, ctx.path_opt("w"), placeholder=True)
+    """webgateway's get_thumbnails_json without `_defcb`: missing images are null here too."""
+    return await iv.thumbnail_batch(ctx, None)
 
 
 async def index(ctx: Ctx) -> Response:
@@ -78,13 +103,20 @@ async def logout(ctx: Ctx) -> Response:
 
 
 ENDPOINTS = [
-    Endpoint("webclient:render_thumbnail", (f"{WC}/render_thumbnail/{IID}/", f"{WC}/render_thumbnail/size/{{w:int}}/{IID}/"),
+    Endpoint("webclient:render_thumbnail", share_suffix(f"{WC}/render_thumbnail/{IID}/",
+                                                        f"{WC}/render_thumbnail/size/{{w:int}}/{IID}/"),
              render_thumbnail),
-    Endpoint("webclient:get_thumbnails", (f"{WC}/get_thumbnails/", f"{WC}/get_thumbnails/{{w:int}}/"), get_thumbnails),
-    Endpoint("webclient:render_image", gw.planes(f"{WC}/render_image"), gw.render_image),
-    Endpoint("webclient:render_image_region", (f"{WC}/render_image_region/{IID}/{{z:int}}/{{t:int}}/",),
+    Endpoint("webclient:get_thumbnail", share_suffix(f"{WC}/get_thumbnail/{IID}/"), get_thumbnail, jsonp=JSONP_WEB),
+    Endpoint("webclient:get_thumbnails", share_suffix(f"{WC}/get_thumbnails/"), get_thumbnails, jsonp=JSONP_WEB),
+    Endpoint("webclient:render_image", share_prefix(*gw.planes("render_image")),
+             gw.render_image),
+    Endpoint("webclient:render_image_region", share_prefix(f"render_image_region/{IID}/{{z:int}}/{{t:int}}/"),
              gw.render_image_region),
-    Endpoint("webclient:imgData", (f"{WC}/imgData/{IID}/", f"{WC}/imgData/{IID}/{{key}}/"), gw.img_data),
+    Endpoint("webclient:render_birds_eye_view",
+             share_prefix(f"render_birds_eye_view/{IID}/", f"render_birds_eye_view/{IID}/{{w:int}}/"),
+             gw.render_thumbnail),
+    Endpoint("webclient:imgData", share_prefix(f"imgData/{IID}/"), gw.img_data, jsonp=JSONP_WEB),
+    Endpoint("webclient:saveImgRDef", (f"{WC}/saveImgRDef/{IID}/",), gw.save_img_rdef, AUTH_WEB, ("POST",)),
     Endpoint("webclient:index", (f"{WC}/",), index),
     Endpoint("webclient:login", (f"{WC}/login/",), login, AUTH_NONE, ("GET", "POST")),
     Endpoint("webclient:logout", (f"{WC}/logout/",), logout, AUTH_WEB, ("GET", "POST")),
