@@ -10,6 +10,34 @@ import pytest
 
 from tests.procs import Proc, RedisServer, free_port, script
 
+# Fixtures that start real processes themselves (here and in test modules). A test whose fixture
+# closure holds any of them is marked `process`; tests that start processes in their own body
+# carry the mark explicitly (module `pytestmark` or a decorator).
+PROCESS_FIXTURES = frozenset({
+    "redis_server", "sim", "edges", "edge",  # this file (test_sim_sessions overrides the first two)
+    "verified",  # test_access
+    "slow_sim",  # test_access_concurrency
+    "nginx",  # test_nginx
+    "fuzz_env",  # test_reliability_fuzz
+    "private_sim",  # test_sim_sessions (sim_fixtures)
+    "warm_edges",  # test_warm_cli
+    "postgres",  # test_warm_db
+    "installed",  # test_wheel (builds and installs a wheel)
+})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "process: starts real processes (servers, Redis, nginx, PostgreSQL, the simulator, CLIs); "
+                   "`-m 'not process'` runs the fast in-process layer alone")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

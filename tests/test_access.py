@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from edge.identity import SESSION_PREFIX
 from tests.conftest import EdgeProc, Sim
 
+pytestmark = pytest.mark.process
+
 USERS = ("alice", "bob", "carol")
 
 

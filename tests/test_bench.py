@@ -52,6 +52,7 @@ def _bench_children() -> set[int]:
     return out
 
 
+@pytest.mark.process
 @needs_nginx
 def test_plate_384_every_target_mode_and_transport(tmp_path: Path) -> None:
     before = _bench_children()
@@ -80,6 +81,7 @@ def test_plate_384_every_target_mode_and_transport(tmp_path: Path) -> None:
     no_children_left(before)
 
 
+@pytest.mark.process
 @needs_nginx
 def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
     out = tmp_path / "tiles.json"
@@ -94,6 +96,7 @@ def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
     assert next(r for r in results if r["target"] == "edge-warm")["backend_renders"] == 0
 
 
+@pytest.mark.process
 @needs_nginx
 @needs_h2load
 def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
@@ -107,6 +110,7 @@ def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
         assert r["req_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_us_per_req"] >= 0
 
 
+@pytest.mark.process
 def test_warm_against_backend_capacity(tmp_path: Path) -> None:
     out = tmp_path / "warm.json"
     bench("warm", "--speed", "0", "--jobs", "4", "--json", str(out))
@@ -115,6 +119,7 @@ def test_warm_against_backend_capacity(tmp_path: Path) -> None:
     assert row["capacity_per_s"] > 0 and row["utilisation"] > 0
 
 
+@pytest.mark.process
 def test_help_explains_every_flag() -> None:
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
@@ -124,6 +129,7 @@ def test_help_explains_every_flag() -> None:
     assert "--browser" in bench("plate-384", "--help").stdout
 
 
+@pytest.mark.process
 def test_bad_arguments_are_rejected_clearly() -> None:
     done = subprocess.run([script("bench"), "plate-384", "--targets", "edge-hot"], capture_output=True, text=True)
     assert done.returncode == 2 and "choose from direct" in done.stderr
@@ -169,6 +175,7 @@ def test_hpack_status_without_dynamic_table() -> None:
         response_status(b"\xbe")                                  # index 62: the dynamic table
 
 
+@pytest.mark.process
 @needs_nginx
 @pytest.mark.skipif(chromium() is None, reason="Chromium not installed: apt-get install chromium (kept out of "
                                                "system-deps: ~300 MB)")

@@ -6,9 +6,12 @@ import json
 import subprocess
 
 import httpx
+import pytest
 
 from tests.conftest import Sim
 from tests.procs import script
+
+pytestmark = pytest.mark.process
 
 
 async def _burst(urls: list[str], http2: bool) -> list[httpx.Response]:

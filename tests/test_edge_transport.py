@@ -11,6 +11,8 @@ import trustme
 
 from tests.conftest import Sim
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(scope="module")
 def certs():

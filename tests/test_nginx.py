@@ -175,6 +175,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_nginx_accepts_standalone(variant: str, tmp_path: Path) -> None:
     conf = render(tmp_path / "nginx.conf", *VARIANTS[variant], "--listen", "127.0.0.1:18080",
@@ -184,6 +185,7 @@ def test_nginx_accepts_standalone(variant: str, tmp_path: Path) -> None:
     nginx_t(tmp_path, conf)
 
 
+@pytest.mark.process
 def test_nginx_accepts_tls(tmp_path: Path, certs: dict[str, Path]) -> None:
     conf = render(tmp_path / "nginx.conf", "--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"]),
                   "--listen", "127.0.0.1:18443", "--prefix", str(tmp_path), *USER)
@@ -191,6 +193,7 @@ def test_nginx_accepts_tls(tmp_path: Path, certs: dict[str, Path]) -> None:
     nginx_t(tmp_path, conf)
 
 
+@pytest.mark.process
 def test_default_output_is_a_conf_d_file(tmp_path: Path) -> None:
     """Without --prefix: the http-context file a stock nginx.conf includes from conf.d/."""
     render(tmp_path / "omero-edge.conf", "--microcache", "--microcache-dir", str(tmp_path / "micro"))
@@ -199,6 +202,7 @@ def test_default_output_is_a_conf_d_file(tmp_path: Path) -> None:
     nginx_t(tmp_path, tmp_path / "nginx.conf")
 
 
+@pytest.mark.process
 def test_snippets_fit_an_existing_server_block(tmp_path: Path) -> None:
     """The http part in conf.d, the locations included in the site's own OMERO.web server."""
     render(tmp_path / "http.conf", "--snippet", "http", "--ms", "127.0.0.1:4081")

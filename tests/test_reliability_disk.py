@@ -17,10 +17,13 @@ import time
 
 import diskcache
 import httpx
+import pytest
 
 from edge.entry import Entry
 from tests.conftest import EdgeProc, Sim
 from tests.procs import Proc, free_port, script
+
+pytestmark = pytest.mark.process
 
 FULL_C = "c=1|0:60000$FF0000,2|0:60000$00FF00,3|0:60000$0000FF&m=c"
 

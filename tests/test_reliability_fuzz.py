@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from edge.routes import ROUTES, Upstream, match
 from tests.conftest import EdgeProc, Sim
 
+pytestmark = pytest.mark.process
+
 HOST = "edge.test"
 
 TEMPLATES = [

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import Sim
 from tests.procs import find_binary
 
+pytestmark = pytest.mark.process
+
 REQUESTS = 100_000
 
 

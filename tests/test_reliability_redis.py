@@ -11,10 +11,13 @@ import time
 from contextlib import closing
 
 import httpx
+import pytest
 import redis
 
 from tests.conftest import EdgeProc, Sim
 from tests.procs import RedisServer, free_port
+
+pytestmark = pytest.mark.process
 
 
 def plate_images(sim: Sim, plate_index: int, n: int) -> list[int]:

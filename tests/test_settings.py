@@ -38,6 +38,7 @@ def test_bad_toml_and_unknown_key(tmp_path):
         Settings.load(str(unknown), env={})
 
 
+@pytest.mark.process
 def test_cli_reports_one_line(tmp_path):
     out = subprocess.run([script("edge"), "serve", "--backend", "not-a-url"], capture_output=True, text=True,
                          timeout=30)

@@ -1,8 +1,11 @@
 """The sim's JSON API v0: envelope, pagination, ordering, links, filters, errors."""
 from __future__ import annotations
 
+import pytest
 
 from tests.test_sim_fixtures import plate, sim_fixtures
+
+pytestmark = pytest.mark.process
 
 M = "/api/v0/m"
 SCHEMA = "http://www.openmicroscopy.org/Schemas/OME/2016-06#"

@@ -6,8 +6,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.test_sim_fixtures import plate, sim_fixtures, start_sim
+
+pytestmark = pytest.mark.process
 
 GW = "/webgateway"
 

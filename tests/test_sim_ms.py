@@ -6,6 +6,8 @@ import pytest
 
 from tests.test_sim_fixtures import decode, sim_fixtures
 
+pytestmark = pytest.mark.process
+
 FULL = "c=1|0:2000$FF0000,2|0:1500$00FF00,3|0:1000$0000FF&m=c"
 
 

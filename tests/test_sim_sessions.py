@@ -15,6 +15,8 @@ import redis
 from tests.procs import RedisServer
 from tests.test_sim_fixtures import sim_fixtures, start_sim
 
+pytestmark = pytest.mark.process
+
 COOKIE = "sessionid_idr"
 PREFIX = ":1:django.contrib.sessions.cache"
 

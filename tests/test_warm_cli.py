@@ -14,6 +14,8 @@ import pytest
 from tests.procs import script
 from tests.test_warm_helpers import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, start_edge, warm
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def warm_edges(sim, redis_server):

@@ -20,6 +20,8 @@ import pytest
 from tests.procs import find_binary, free_port
 from tests.test_warm_helpers import journal_rows, start_edge, warm
 
+pytestmark = pytest.mark.process
+
 SCHEMA = """
 CREATE TABLE screen (id bigint PRIMARY KEY, name text NOT NULL, group_id bigint NOT NULL);
 CREATE TABLE plate (id bigint PRIMARY KEY, name text NOT NULL, "columns" int, "rows" int, group_id bigint NOT NULL);
