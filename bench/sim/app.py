@@ -5,6 +5,7 @@ Both are built from route tables over one shared `Sim`, so sessions, stats and f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Awaitable, Callable
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -21,7 +22,7 @@ from bench.sim.state import Sim
 PLATE_PAGE = Path(__file__).parent / "static" / "plate.html"
 
 
-def _plate_page(config: SimConfig) -> Route:
+def _plate_page(config: SimConfig) -> Callable[[Request], Awaitable[HTMLResponse]]:
     """The plate page, with the site's batch size as OMERO's plate template has it."""
     page = PLATE_PAGE.read_text().replace("{{thumbnails_batch}}", str(config.thumbnails_batch))
 

@@ -48,19 +48,20 @@ def thumb_box(ctx: Ctx, image: Image | None, w: int | None, h: int | None) -> tu
     return pixels.thumbnail_box(image.pixels, side, h)
 
 
-# the query parameters a thumbnail path reads
-SINGLE_READS = frozenset({"z", "t", "rdefId"})  # _render_thumbnail (gw/views.py:394-396)
-SET_READS: frozenset[str] = frozenset()         # conn.getThumbnailSet(ids, w) (gw/views.py:1695)
-MS_READS = frozenset({"rdefId"})                # the microservice's ThumbnailCtx (ThumbnailCtx.java:62-81)
+# the query parameters a thumbnail path reads, in the order it parses them
+Reads = tuple[str, ...]
+SINGLE_READS: Reads = ("z", "t", "rdefId")      # _render_thumbnail (gw/views.py:394-396)
+SET_READS: Reads = ()                           # conn.getThumbnailSet(ids, w) (gw/views.py:1695)
+MS_READS: Reads = ("rdefId",)                   # the microservice's ThumbnailCtx (ThumbnailCtx.java:62-81)
 
 
-def thumb_cost(ctx: Ctx, w: int | None, h: int | None, reads: frozenset[str]) -> str:
+def thumb_cost(ctx: Ctx, w: int | None, h: int | None, reads: Reads) -> str:
     """The default size without z/t/rdefId is OMERO.server's cached thumbnail; the rest are rendered."""
     default = w in (None, ctx.sim.config.thumb_size) and h is None
-    return "thumbnail_cached" if default and not (reads & set(ctx.q)) else "thumbnail"
+    return "thumbnail_cached" if default and not any(name in ctx.q for name in reads) else "thumbnail"
 
 
-def thumbnail_bytes(ctx: Ctx, image: Image, w: int | None, h: int | None, reads: frozenset[str]) -> bytes:
+def thumbnail_bytes(ctx: Ctx, image: Image, w: int | None, h: int | None, reads: Reads) -> bytes:
     """One thumbnail with this user's settings (or `rdefId`'s, and the `z`/`t` plane, when the path reads
     them), or the loading JPEG while the pyramid is generated. Raises HTTPError(404) for a plane
     outside the image (omero-py getThumbnail answers None)."""
@@ -77,11 +78,11 @@ def thumbnail_bytes(ctx: Ctx, image: Image, w: int | None, h: int | None, reads:
     return pixels.render(image, resolve(rdef, {}, image), z, t, (0, 0, px.size_x, px.size_y), box)
 
 
-Missing = Callable[[Ctx, "int | None", "int | None"], bytes]   # no thumbnail: raise, or the _defcb placeholder
+Missing = Callable[[Ctx, int | None, int | None], bytes]   # no thumbnail: raise, or the _defcb placeholder
 
 
 async def thumbnail_data(ctx: Ctx, image_id: int, w: int | None, h: int | None, missing: Missing,
-                         reads: frozenset[str] = SINGLE_READS) -> bytes:
+                         reads: Reads = SINGLE_READS) -> bytes:
     """_render_thumbnail (gw/views.py:376-411): the bytes, or `missing(ctx, w, h)` for an unreadable image
     or a plane it does not have."""
     for name in reads:              # parsed before the image is looked up: a bad value raises first
@@ -111,7 +112,7 @@ def default_thumbnail(ctx: Ctx, w: int | None, h: int | None) -> bytes:
 
 
 async def thumbnail(ctx: Ctx, image_id: int, w: int | None, h: int | None, missing: Missing = raise_404,
-                    reads: frozenset[str] = SINGLE_READS) -> Response:
+                    reads: Reads = SINGLE_READS) -> Response:
     return Response(await thumbnail_data(ctx, image_id, w, h, missing, reads), media_type=JPEG)
 
 
@@ -119,7 +120,7 @@ def data_uri(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
-async def thumbnail_set(ctx: Ctx, ids: list[int], w: int | None, reads: frozenset[str]) -> Response:
+async def thumbnail_set(ctx: Ctx, ids: list[int], w: int | None, reads: Reads) -> Response:
     """{"<id>": data URI | null} for several images in one backend call (null: unreadable)."""
     readable = {i: img for i in ids if ctx.catalog.can_read(ctx.user, img := ctx.catalog.image(i))}
     result: dict[str, str | None] = {str(i): None for i in ids}

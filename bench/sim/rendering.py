@@ -77,26 +77,24 @@ def default_rdef(image: Image) -> RDef:
     return RDef(DEFAULT_RDEF_BASE + image.id, image.owner_id, "color", channels, px.size_z // 2, 0)
 
 
-def _narrow(base: RDef) -> RDef:
+def _narrow(base: RDef, image: Image) -> RDef:
     """Narrower windows and rotated colours."""
     channels = tuple(replace(ch, start=ch.start + 200, end=ch.end * 0.6, color=COLORS[(i + 1) % len(COLORS)])
                      for i, ch in enumerate(base.channels))
     return replace(base, channels=channels)
 
 
-def _quantized(base: RDef, px_z: int, px_t: int) -> RDef:
+def _quantized(base: RDef, image: Image) -> RDef:
     """Non-linear families, an inverted channel and the last plane as default Z/T."""
+    px = image.pixels
     looks = (("logarithmic", 1.0, False), ("exponential", 1.5, True), ("polynomial", 0.6, False))
     channels = tuple(replace(ch, family=f, coefficient=k, inverted=inv)
                      for ch, (f, k, inv) in zip(base.channels, looks * len(base.channels)))
-    return replace(base, channels=channels, default_z=px_z - 1, default_t=px_t - 1)
+    return replace(base, channels=channels, default_z=px.size_z - 1, default_t=px.size_t - 1)
 
 
 # A seeded user's own settings, by style (presets name them): each visibly differs from the owner's.
-SEED_STYLES: dict[str, Callable[[RDef, Image], RDef]] = {
-    "narrow": lambda base, image: _narrow(base),
-    "quantized": lambda base, image: _quantized(base, image.pixels.size_z, image.pixels.size_t),
-}
+SEED_STYLES: dict[str, Callable[[RDef, Image], RDef]] = {"narrow": _narrow, "quantized": _quantized}
 
 
 class RDefStore:
@@ -142,7 +140,7 @@ class RDefStore:
         self._saved[(image.id, user_id)] = rdef
         return rdef
 
-    def seeded(self) -> list[dict]:
+    def summaries(self) -> list[dict]:
         return [{"image": iid, "user": self.catalog.users[uid].name, **r.summary()}
                 for (iid, uid), r in sorted(self._saved.items())]
 

@@ -73,7 +73,7 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         "orphans": {"datasets": [d.id for d in cat.datasets.values() if not d.orphan and d.project_id is None],
                     "images": {cat.users[d.owner_id].name: list(range(d.image_base, d.image_base + d.n_images))
                                for d in orphan_runs}},
-        "rdefs": ctx.sim.rdefs.seeded(),
+        "rdefs": ctx.sim.rdefs.summaries(),
         "counts": cat.counts(),
     }
 

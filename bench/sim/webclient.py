@@ -20,8 +20,6 @@ from bench.sim.sessions import csrf_ok, new_csrf_token
 WC = "/webclient"
 IID = gw.IID
 LOGIN_FAILED = "Connection not available, please check your user name and password."
-
-
 SHARE = "{share_id:int}/"
 
 
