@@ -6,7 +6,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.test_sim_fixtures import SimProc, plate, sim_fixtures
+from tests.helpers import Sim, plate, sim_fixtures
 
 GW = "/webgateway"
 NAME = "jQuery36008219_1700000000000"
@@ -15,7 +15,7 @@ sim, anon = sim_fixtures()
 
 
 @pytest.fixture(scope="module")
-def ids(sim: SimProc) -> dict:
+def ids(sim: Sim) -> dict:
     p = plate(sim.info, "plate384")
     project = sim.info["projects"][0]
     return {"img": sim.info["public_images"][0], "img2": sim.info["public_images"][2], "plate": p["id"],
@@ -84,11 +84,12 @@ def test_missing_objects_answer_as_each_view_does(anon, sim, ids):
         assert (r.status_code, r.text, r.headers["content-type"]) == (500, '""', "text/javascript"), url
     none = anon.get(f"{GW}/proj/99999/children/?callback={NAME}")
     assert (none.status_code, none.text, none.headers["content-type"]) == (200, "[]", "application/javascript")
+    private_plate = sim.info["private"]["lab-b"]["plates"][0]
     errors = {f"{GW}/proj/99999/detail/": "'NoneType' object has no attribute 'simpleMarshal'",
               f"{GW}/dataset/99999/detail/": "'NoneType' object has no attribute 'simpleMarshal'",
               f"{GW}/wellData/{_empty_well(anon, ids)}/": "'NoneType' object has no attribute 'simpleMarshal'",
               f"{GW}/plate/1/": "Object of type type is not JSON serializable",
-              f"{GW}/plate/{sim.info['private']['lab-b']['plates'][0]}/": "Object of type type is not JSON serializable",
+              f"{GW}/plate/{private_plate}/": "Object of type type is not JSON serializable",
               f"{GW}/get_thumbnail/999/": "Failed to render thumbnail",
               f"{GW}/well/{ids['well']}/children/?run=x": "invalid literal for int() with base 10: 'x'",
               f"{GW}/plate/{ids['plate']}/?size=big": "invalid literal for int() with base 10: 'big'",

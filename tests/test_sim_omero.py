@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.test_sim_fixtures import SimProc, decode, plate, sim_fixtures
+from tests.helpers import Sim, decode, plate, sim_fixtures
 
 GW = "/webgateway"
 FULL = "c=1|0:2000$FF0000,2|0:1500$00FF00&m=c"        # every channel of a z-stack image, with window and colour
@@ -24,7 +24,7 @@ def uri_bytes(uri: str) -> bytes:
     return base64.b64decode(uri.split(",", 1)[1])
 
 
-def session_key(sim: SimProc, username: str) -> str:
+def session_key(sim: Sim, username: str) -> str:
     with sim.client() as c:
         token = c.get("/api/v0/token/").json()["data"]
         r = c.post("/api/v0/login/", data={"username": username, "password": sim.password(username), "server": "1"},
@@ -33,14 +33,14 @@ def session_key(sim: SimProc, username: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def quantized(sim: SimProc) -> dict[str, dict]:
+def quantized(sim: Sim) -> dict[str, dict]:
     """The seeded rdefs with non-linear families, by user (bob's own; the owner's, seen by the public)."""
     rdefs = [r for r in sim.info["rdefs"] if any(c["family"] != "linear" for c in r["channels"])]
     return {r["user"]: r for r in rdefs}
 
 
 @pytest.fixture(scope="module")
-def bob(sim: SimProc):
+def bob(sim: Sim):
     with closing(sim.login("bob")) as client:
         yield client
 
@@ -59,7 +59,8 @@ def test_webclient_share_segment_is_not_a_width(anon, sim):
     assert max(decode(sized.content).size) == 123
     assert anon.get(f"/webclient/render_thumbnail/size/123/{img}/5/").content == sized.content
     assert anon.get(f"/webclient/5/imgData/{img}/").json() == anon.get(f"/webclient/imgData/{img}/").json()
-    assert anon.get(f"/webclient/5/render_image/{img}/0/0/").content == anon.get(f"/webclient/render_image/{img}/0/0/").content
+    plane = anon.get(f"/webclient/render_image/{img}/0/0/").content
+    assert anon.get(f"/webclient/5/render_image/{img}/0/0/").content == plane
     assert anon.get(f"/webclient/imgData/{img}/meta/").status_code == 404    # the webclient's imgData takes no key
     birds_eye = anon.get(f"/webclient/render_birds_eye_view/{img}/")
     assert birds_eye.content == default
@@ -123,7 +124,8 @@ def test_the_owners_saved_settings_are_what_the_public_sees(anon, bob, quantized
 
 def test_rdef_views_validate_like_omero(anon, quantized):
     url = f"{GW}/render_image_region_rdef/{quantized['bob']['image']}/0/0/?region=0,0,64,64"
-    answers = {"": "Rendering settings must specify channels as c", "&c=1$FF0000&m=c": "Must specify window for each channel",
+    answers = {"": "Rendering settings must specify channels as c",
+               "&c=1$FF0000&m=c": "Must specify window for each channel",
                "&c=1|0:9&m=c": "Must specify color for each channel",
                "&c=1|0:9$FF0000": 'Query parameter "m" must be present with value either "g" or "c"',
                "&c=1|0:9$FF0000&m=c&maps=[": "Failed to parse maps JSON",

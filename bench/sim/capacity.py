@@ -21,7 +21,8 @@ COSTS_MS = {
     "grid": 50.0,
     "histogram": 20.0,
     "shape_mask": 10.0,
-    "well_children": 20.0,
+    "children": 20.0,           # well/dataset children: a list of images
+    "container": 5.0,           # wellData, project/dataset detail and lists
     "api_page": 30.0,
     "api_object": 5.0,
     "save_rdef": 20.0,

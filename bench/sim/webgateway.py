@@ -111,7 +111,7 @@ async def dataset_children(ctx: Ctx) -> Response:
     dataset = _dataset(ctx)
     if dataset is None:
         return javascript_error('""')
-    async with ctx.work("well_children"):
+    async with ctx.work("children"):
         items = []
         for image in ctx.catalog.images_of(dataset):
             item = image_item(ctx, image)
@@ -127,14 +127,16 @@ async def dataset_detail(ctx: Ctx) -> Response:
     dataset = _dataset(ctx)
     if dataset is None:
         raise not_marshallable()
-    return ctx.json(_container("Dataset", dataset))
+    async with ctx.work("container"):
+        return ctx.json(_container("Dataset", dataset))
 
 
 async def project_list(ctx: Ctx) -> Response:
     """listProjects_json (gw/views.py:1846-1861)."""
-    return ctx.json([{"id": p.id, "name": p.name, "description": p.description}
-                     for p in sorted(ctx.catalog.projects.values(), key=lambda p: p.id)
-                     if ctx.catalog.can_read(ctx.user, p)])
+    async with ctx.work("container"):
+        return ctx.json([{"id": p.id, "name": p.name, "description": p.description}
+                         for p in sorted(ctx.catalog.projects.values(), key=lambda p: p.id)
+                         if ctx.catalog.can_read(ctx.user, p)])
 
 
 async def project_children(ctx: Ctx) -> Response:
@@ -142,8 +144,9 @@ async def project_children(ctx: Ctx) -> Response:
     project = _project(ctx)
     if project is None:
         return javascript("[]")
-    datasets = [ctx.catalog.datasets[d] for d in project.dataset_ids]
-    return ctx.json([{**_container("Dataset", d), "child_count": d.n_images} for d in datasets])
+    async with ctx.work("container"):
+        datasets = [ctx.catalog.datasets[d] for d in project.dataset_ids]
+        return ctx.json([{**_container("Dataset", d), "child_count": d.n_images} for d in datasets])
 
 
 async def project_detail(ctx: Ctx) -> Response:
@@ -151,7 +154,8 @@ async def project_detail(ctx: Ctx) -> Response:
     project = _project(ctx)
     if project is None:
         raise not_marshallable()
-    return ctx.json(_container("Project", project))
+    async with ctx.work("container"):
+        return ctx.json(_container("Project", project))
 
 
 # ---- plates and wells ---------------------------------------------------------------------------
@@ -213,8 +217,9 @@ async def well_data(ctx: Ctx) -> Response:
     images = ctx.catalog.well_images(well)
     if not images:
         raise not_marshallable()
-    return ctx.json({**image_item(ctx, images[0]), "wellPos": f"{row_label(well.row)}{well.col + 1}",
-                     "plateId": well.plate.id, "wellId": well.id})
+    async with ctx.work("container"):
+        return ctx.json({**image_item(ctx, images[0]), "wellPos": f"{row_label(well.row)}{well.col + 1}",
+                         "plateId": well.plate.id, "wellId": well.id})
 
 
 async def well_children(ctx: Ctx) -> Response:
@@ -224,7 +229,7 @@ async def well_children(ctx: Ctx) -> Response:
     well = _well(ctx)
     if well is None:
         return javascript_error('""')
-    async with ctx.work("well_children"):
+    async with ctx.work("children"):
         items = []
         for image in ctx.catalog.well_images(well):
             acq = ctx.catalog.acquisitions.get(image.acquisition_id) if image.acquisition_id else None
