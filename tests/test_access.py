@@ -14,7 +14,7 @@ import redis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edge.identity import SESSION_PREFIX
-from tests.conftest import EdgeProc, Sim
+from tests.helpers import EdgeProc, Launcher, Sim
 
 pytestmark = pytest.mark.process
 
@@ -34,9 +34,7 @@ def sessions(sim: Sim) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def verified(sim: Sim, redis_server) -> EdgeProc:
-    from tests.conftest import EdgeFactory
-
-    factory = EdgeFactory(sim)
+    factory = Launcher(sim)
     edge = factory("--access", "verified", "--session-redis", redis_server.url)
     yield edge
     factory.stop_all()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from edge.routes import Upstream, match
-from tests.conftest import EdgeFactory, Sim, start_sim
+from tests.helpers import Launcher, Sim, start_sim
 
 REQUESTERS = ("bob", "alice", "public", None)
 LATENCY_MS = 120
@@ -27,7 +27,7 @@ TRIALS = 6
 @pytest.fixture(scope="module")
 def slow_sim(redis_server):
     """A simulator of our own: its latency fault must not slow the other tests' shared one."""
-    sim = start_sim(redis_server.url)
+    sim = start_sim(redis_url=redis_server.url)
     yield sim
     sim.proc.stop()
 
@@ -69,7 +69,7 @@ def _direct(sim: Sim, cookie: str | None, cookies: dict, path: str) -> tuple[int
 
 @pytest.mark.parametrize("shape", ["one-worker", "two-workers", "two-nodes"])
 def test_overlapping_requests_answer_like_the_backend(slow_sim: Sim, cookies, redis_server, shape):
-    factory = EdgeFactory(slow_sim)
+    factory = Launcher(slow_sim)
     common = ("--access", "verified", "--session-redis", redis_server.url)
     try:
         if shape == "two-nodes":

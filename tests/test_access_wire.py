@@ -8,14 +8,12 @@ from contextlib import closing
 import httpx
 import pytest
 
-from tests.conftest import EdgeProc, Sim
+from tests.helpers import EdgeProc, Launcher, Sim
 
 
 @pytest.fixture(scope="module")
 def verified(sim: Sim, redis_server) -> EdgeProc:
-    from tests.conftest import EdgeFactory
-
-    factory = EdgeFactory(sim)
+    factory = Launcher(sim)
     yield factory("--access", "verified", "--session-redis", redis_server.url)
     factory.stop_all()
 

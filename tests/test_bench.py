@@ -18,7 +18,7 @@ import pytest
 from bench import commands
 from bench.browser import chromium
 from bench.clients import ClientError, response_status
-from tests.procs import find_binary, script
+from tests.helpers import find_binary, script
 
 TINY = ["--speed", "0", "--repeat", "1", "--workers", "4"]
 RECORD_KEYS = {"target", "mode", "transport", "rtt_ms", "median_s", "p95_s", "min_s", "requests", "bytes",

@@ -5,7 +5,7 @@ import base64
 
 import httpx
 
-from tests.conftest import EdgeProc, Sim
+from tests.helpers import EdgeProc, Sim
 
 
 def batch_url(ids: list[int], prefix: str = "/webgateway") -> str:

@@ -8,8 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import Sim
-from tests.procs import script
+from tests.helpers import Sim, script
 
 pytestmark = pytest.mark.process
 

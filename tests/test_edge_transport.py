@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.conftest import Sim
+from tests.helpers import Sim, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -48,17 +48,15 @@ def test_h2c_prior_knowledge(sim: Sim, edges, server):
 def test_tls_alpn_h2_and_http11_fallback(sim: Sim, edges, certs, server):
     edge = edges(server=server, tls=(f"{certs}/cert.pem", f"{certs}/key.pem"))
     iid = sim.info["public_images"][1]
-    import time
-    deadline = time.monotonic() + 15
-    while True:
+
+    def first_answer() -> httpx.Response | None:
         try:
             with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=f"{certs}/ca.pem"), base_url=edge.url) as client:
-                r = client.get(f"/webgateway/render_thumbnail/{iid}/")
-            break
+                return client.get(f"/webgateway/render_thumbnail/{iid}/")
         except httpx.ConnectError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return None
+
+    r = wait_until(first_answer, 15, 0.2, message="the TLS edge never accepted a connection")
     assert r.http_version == "HTTP/2" and r.status_code == 200
     with httpx.Client(http2=False, verify=ssl.create_default_context(cafile=f"{certs}/ca.pem"), base_url=edge.url) as client:
         r11 = client.get(f"/webgateway/render_thumbnail/{iid}/")

@@ -24,7 +24,7 @@ import pytest
 from edge.cli import build_parser, main
 from edge.nginxconf import ms_regex
 from edge.routes import Upstream, cacheable_regex, match
-from tests.procs import Proc, find_binary, free_port
+from tests.helpers import Proc, find_binary, free_port, wait_until
 
 NGINX = find_binary("nginx")
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make system-deps)")
@@ -280,10 +280,8 @@ def test_dead_edge_falls_through_at_once_and_comes_back(sim, edge, nginx: NginxF
         # cookie, and an edge in public-only mode passes session holders through (BYPASS).
         revived = restart(edge)
         try:
-            deadline = time.monotonic() + 5
-            while "x-edge-cache" not in httpx.get(front.url + paths[0], timeout=10).headers:
-                assert time.monotonic() < deadline, "traffic did not return to the restarted edge"
-                time.sleep(0.1)
+            wait_until(lambda: "x-edge-cache" in httpx.get(front.url + paths[0], timeout=10).headers, 5, 0.1,
+                       message="traffic did not return to the restarted edge")
             back = {httpx.get(front.url + path, timeout=10).headers.get("x-edge-cache") for path in paths}
             assert back == {"HIT"}, back  # and its disk tier survived the kill
         finally:

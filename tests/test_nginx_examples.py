@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from tests.procs import ROOT
+from tests.helpers import ROOT
 
 EXAMPLES = ROOT / "nginx"
 COMMANDS = [shlex.split(line) for line in (EXAMPLES / "README.md").read_text().splitlines()

@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from edge.entry import Entry
-from tests.conftest import EdgeProc, Sim
-from tests.procs import Proc, free_port, script
+from tests.helpers import EdgeProc, Launcher, Proc, Sim
 
 pytestmark = pytest.mark.process
 
@@ -70,17 +69,14 @@ def burst(base: str, paths: list[str], concurrency: int = 24) -> list[tuple[str,
     return asyncio.run(_burst(base, paths, concurrency))
 
 
+FSIZE_LIMIT = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2); "
+               "os.execv(sys.argv[2], sys.argv[2:])")
+
+
 def start_limited_edge(sim: Sim, cache_dir: str, fsize: int, *args: str) -> tuple[Proc, str]:
     """`edge serve` with RLIMIT_FSIZE = fsize bytes (inherited by the server's workers)."""
-    port = free_port()
-    argv = [script("edge"), "serve", "--bind", f"127.0.0.1:{port}", "--backend", sim.url, "--ms", sim.ms_url,
-            "--cache-dir", cache_dir, *args]
-    launcher = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2); "
-                "os.execv(sys.argv[2], sys.argv[2:])")
-    proc = Proc([sys.executable, "-c", launcher, str(fsize), *argv], name="edge-fsize")
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_http(url + "/_edge/health")
-    return proc, url
+    edge = Launcher(sim).edge(*args, cache_dir=cache_dir, wrap=[sys.executable, "-c", FSIZE_LIMIT, str(fsize)])
+    return edge.proc, edge.url
 
 
 def test_full_disk_degrades_to_no_l1(sim: Sim):

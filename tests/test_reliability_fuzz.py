@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edge.routes import ROUTES, Upstream, match
-from tests.conftest import EdgeProc, Sim
+from tests.helpers import EdgeProc, Launcher, Sim
 
 pytestmark = pytest.mark.process
 
@@ -99,9 +99,7 @@ class Raw:
 
 @pytest.fixture(scope="module")
 def fuzz_env(sim: Sim):
-    from tests.conftest import EdgeFactory
-
-    factory = EdgeFactory(sim)
+    factory = Launcher(sim)
     edge = factory()
     # the public session the edge uses for the microservice (it refuses anonymous requests)
     cookie_name = sim.info["session_cookie"]

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Sim
-from tests.procs import find_binary
+from tests.helpers import Sim, find_binary
 
 pytestmark = pytest.mark.process
 

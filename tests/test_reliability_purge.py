@@ -20,7 +20,7 @@ from contextlib import closing
 import httpx
 import pytest
 
-from tests.conftest import Sim
+from tests.helpers import Sim
 
 COLOURS = ["FF0000", "00FF00", "0000FF", "FFFF00", "00FFFF"]
 

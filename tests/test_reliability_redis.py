@@ -14,8 +14,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import EdgeProc, Sim
-from tests.procs import RedisServer, free_port
+from tests.helpers import EdgeProc, RedisServer, Sim, free_port, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -45,6 +44,23 @@ def tier_up(edge: EdgeProc, tier: str) -> str:
     line = next(line for line in edge.get("/_edge/metrics").text.splitlines()
                 if line.startswith(f'edge_tier_up{{tier="{tier}"}}'))
     return line.split()[-1]
+
+
+def misses_until_l2_fills(edge: EdgeProc, redis_url: str, ids: list[int], expected: dict[int, bytes],
+                          timeout: float = 15.0) -> int:
+    """Requests for new misses (each retries the L2 write) until Redis holds an entry: how many it took."""
+    sent = 0
+
+    def one_more_miss() -> bool:
+        nonlocal sent
+        i = ids[sent % len(ids)]
+        r = edge.get(thumb(i))
+        assert r.status_code == 200 and r.content == expected[i]
+        sent += 1
+        return edge_keys(redis_url) > 0
+
+    wait_until(one_more_miss, timeout, 0.1, message=f"L2 did not fill within {timeout} s of Redis being up")
+    return sent
 
 
 class Traffic(threading.Thread):
@@ -115,19 +131,8 @@ def test_redis_dies_mid_traffic_then_returns(sim: Sim, edges):
         # Redis returns on the same port (empty: nothing persisted); the edge reconnects and L2 fills again
         server = RedisServer(port=port)
         returned = time.monotonic()
-        deadline = returned + 15
-        filled_at = None
-        n = 0
-        while time.monotonic() < deadline:
-            r = edge.get(thumb(later[n % len(later)]))
-            assert r.status_code == 200 and r.content == expected[later[n % len(later)]]
-            n += 1
-            if edge_keys(server.url) > 0:
-                filled_at = time.monotonic()
-                break
-            time.sleep(0.1)
-        assert filled_at is not None, "L2 did not fill again within 15 s of Redis returning"
-        recovery = filled_at - returned
+        n = misses_until_l2_fills(edge, server.url, later, expected)
+        recovery = time.monotonic() - returned
         print(f"redis back: first L2 write {recovery:.2f}s after restart ({n} requests)")
         assert recovery < 8.0  # the tier is retried 5 s after its last failure
         health = edge.get("/_edge/health").json()
@@ -163,19 +168,8 @@ def test_redis_absent_at_start_then_appears(sim: Sim, edges):
     server = RedisServer(port=port)
     try:
         appeared = time.monotonic()
-        filled_at = None
-        n = 0
-        while time.monotonic() < appeared + 15:
-            i = ids[10 + n % 100]  # a new miss each time, so L2 is retried
-            r = edge.get(thumb(i))
-            assert r.status_code == 200 and r.content == expected[i]
-            n += 1
-            if edge_keys(server.url) > 0:
-                filled_at = time.monotonic()
-                break
-            time.sleep(0.1)
-        assert filled_at is not None, "L2 did not fill after Redis appeared"
-        print(f"redis appeared: first L2 write {filled_at - appeared:.2f}s later")
+        misses_until_l2_fills(edge, server.url, ids[10:110], expected)
+        print(f"redis appeared: first L2 write {time.monotonic() - appeared:.2f}s later")
         assert edge.get("/_edge/health").json()["tiers"]["redis"] is True
     finally:
         server.stop()

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 from edge.settings import ConfigError, Settings
-from tests.procs import script
+from tests.helpers import script
 
 
 def test_layers(tmp_path):

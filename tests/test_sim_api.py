@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_sim_fixtures import plate, sim_fixtures
+from tests.helpers import plate, sim_fixtures
 
 pytestmark = pytest.mark.process
 

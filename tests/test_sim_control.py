@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_sim_fixtures import plate, sim_fixtures, start_sim
+from tests.helpers import plate, sim_fixtures, start_sim
 
 pytestmark = pytest.mark.process
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.test_sim_fixtures import sim_fixtures
+from tests.helpers import sim_fixtures
 
 sim, anon = sim_fixtures("--thumbnails-batch", "3", "--use-x-forwarded-host",
                          "--secure-proxy-ssl-header", "X-Forwarded-Proto:https")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.test_sim_fixtures import decode, sim_fixtures
+from tests.helpers import decode, sim_fixtures
 
 pytestmark = pytest.mark.process
 

@@ -12,8 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.procs import RedisServer
-from tests.test_sim_fixtures import sim_fixtures, start_sim
+from tests.helpers import RedisServer, sim_fixtures, start_sim
 
 pytestmark = pytest.mark.process
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_sim_fixtures import SimProc, decode, plate, sim_fixtures
+from tests.helpers import Sim, decode, plate, sim_fixtures
 
 pytestmark = pytest.mark.process
 
@@ -17,7 +17,7 @@ sim, anon = sim_fixtures()
 
 
 @pytest.fixture(scope="module")
-def ids(sim: SimProc) -> dict:
+def ids(sim: Sim) -> dict:
     p384 = plate(sim.info, "plate384")
     return {"img": sim.info["public_images"][0], "p384": p384, "pyramid": sim.info["pyramid_images"][0],
             "in_progress": sim.info["in_progress_images"], "ds_img": next(d for d in sim.info["datasets"]

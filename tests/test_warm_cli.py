@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.procs import script
-from tests.test_warm_helpers import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, start_edge, warm
+from tests.helpers import script, wait_until
+from tests.helpers.warm import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, start_edge, warm
 
 pytestmark = pytest.mark.process
 
@@ -48,6 +47,14 @@ def client_urls(sim) -> list[str]:
     for ds in public(sim, "datasets"):
         urls.append(f"/api/v0/m/datasets/{ds['id']}/images/")
     return urls
+
+
+def rows_so_far(journal: str) -> int:
+    """Rows of the newest run; 0 while the journal is still being created."""
+    try:
+        return len(journal_rows(journal))
+    except Exception:  # noqa: BLE001 - the journal may not exist yet
+        return 0
 
 
 def assert_all_cached_but_placeholders(rows: dict, in_progress: set[int]) -> None:
@@ -93,16 +100,11 @@ def test_interrupted_run_resumes_without_repeating_work(sim, warm_edges, tmp_pat
     try:
         proc = subprocess.Popen([script("warm"), "all", "--edge", edge.url, "--token", TOKEN, "--journal", journal,
                                  "--jobs", "1", "--progress", "none"], stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            try:
-                if len(journal_rows(journal)) >= 15:
-                    break
-            except Exception:  # noqa: BLE001 - the journal may not exist yet
-                continue
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        try:
+            wait_until(lambda: rows_so_far(journal) >= 15, 30, 0.3, message="the run journalled too little")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
     finally:
         sim.faults()
     assert proc.returncode == 130, err

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.procs import find_binary, free_port
-from tests.test_warm_helpers import journal_rows, start_edge, warm
+from tests.helpers import find_binary, free_port
+from tests.helpers.warm import journal_rows, start_edge, warm
 
 pytestmark = pytest.mark.process
 

@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.procs import ROOT, Proc, free_port
+from tests.helpers import ROOT, Proc, free_port
 from tests.test_nginx import NGINX, USER, nginx_t
 
 pytestmark = pytest.mark.process

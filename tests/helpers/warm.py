@@ -1,18 +1,15 @@
-"""Shared pieces of the warm tests (no tests here): edges in front of the session's simulated OMERO
-(conftest's `sim`), the `warm` CLI as a subprocess, and reading a run's journal. Everything is a real
-process on loopback, stopped by PID."""
+"""Shared pieces of the warm tests: edges for the warmer, the `warm` CLI as a subprocess, and a run's journal."""
 from __future__ import annotations
 
 import os
 import sqlite3
 import subprocess
-import tempfile
-from dataclasses import dataclass
+from contextlib import closing
 
 import httpx
 
-from tests.conftest import Sim
-from tests.procs import Proc, RedisServer, free_port, script
+from tests.helpers.launch import EdgeProc, Launcher, Sim
+from tests.helpers.procs import RedisServer, script
 
 TOKEN = "warm-test-token"
 
@@ -22,26 +19,11 @@ def public(sim: Sim, kind: str) -> list[dict]:
     return [o for o in sim.info[kind] if o.get("public")]
 
 
-@dataclass
-class Edge:
-    proc: Proc
-    url: str
-    port: int
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
-
-
-def start_edge(sim: Sim, redis: RedisServer, db: int) -> Edge:
+def start_edge(sim: Sim, redis: RedisServer, db: int) -> EdgeProc:
     """An edge with a fresh disk tier and its own Redis database (so tests do not share entries), with no
     image-region microservice: the warmer warms the public audience, which the microservice refuses."""
-    port = free_port()
-    argv = [script("edge"), "serve", "--bind", f"127.0.0.1:{port}", "--backend", sim.url,
-            "--cache-dir", tempfile.mkdtemp(prefix="warm-edge-"), "--redis", f"redis://127.0.0.1:{redis.port}/{db}"]
-    proc = Proc(argv, env={"EDGE_WARM_TOKEN": TOKEN}, name="edge")
-    url = f"http://127.0.0.1:{port}"
-    proc.wait_http(url + "/_edge/health")
-    return Edge(proc, url, port)
+    return Launcher(sim).edge("--redis", f"redis://127.0.0.1:{redis.port}/{db}", ms=False,
+                              env={"EDGE_WARM_TOKEN": TOKEN})
 
 
 def warm(*args: str, timeout: float = 90, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -50,23 +32,18 @@ def warm(*args: str, timeout: float = 90, env: dict | None = None) -> subprocess
                           env={**os.environ, "EDGE_WARM_TOKEN": TOKEN, **(env or {})})
 
 
+def run_id(path: str) -> str:
+    """The newest run of a journal."""
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+
+
 def journal_rows(path: str, run: str | None = None) -> dict[str, tuple]:
     """url → (state, kind, object, status, at) of a run (the newest when `run` is None)."""
-    db = sqlite3.connect(path)
-    try:
-        run = run or db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
-        return {url: rest for url, *rest in db.execute(
+    run = run or run_id(path)
+    with closing(sqlite3.connect(path)) as db:
+        return {url: tuple(rest) for url, *rest in db.execute(
             "SELECT url, state, kind, object, status, at FROM items WHERE run=?", (run,))}
-    finally:
-        db.close()
-
-
-def run_id(path: str) -> str:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
-    finally:
-        db.close()
 
 
 def public_image_ids(sim: Sim) -> list[int]:
@@ -83,7 +60,7 @@ def public_image_ids(sim: Sim) -> list[int]:
     return ids
 
 
-def batch_hits(edge: Edge, ids: list[int]) -> list[str]:
+def batch_hits(edge: EdgeProc, ids: list[int]) -> list[str]:
     """X-Edge-Cache of plain (client) get_thumbnails batches of 50 covering `ids`."""
     out = []
     for i in range(0, len(ids), 50):

@@ -9,16 +9,30 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from bench.procs import Child, StartError, console_script, free_port, which
 
-__all__ = ["Proc", "RedisServer", "find_binary", "free_port", "script", "ROOT"]
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
+    """The first truthy value of `predicate()`, polled every `interval` s; TimeoutError after `timeout` s.
+    Exceptions from the predicate propagate (assert inside it to fail fast)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(message or f"{getattr(predicate, '__name__', predicate)} not true within {timeout}s")
+        time.sleep(interval)
 
 
 def find_binary(name: str) -> str | None:
@@ -43,20 +57,39 @@ class Proc(Child):
         super().__init__(name, argv, env)
         self.argv, self.env = argv, env  # to start it again (restart tests)
 
+    @classmethod
+    def up(cls, argv: list[str], *, env: dict[str, str] | None = None, name: str = "proc",
+           ports: Sequence[int] = (), health: str | None = None, timeout: float = 20.0) -> Proc:
+        """Started and ready (every port listening, then `health` answering), or stopped and StartError:
+        a child that never came up must not outlive the test that wanted it."""
+        proc = cls(argv, env=env, name=name)
+        try:
+            for port in ports:
+                proc.wait_port(port, timeout)
+            if health is not None:
+                proc.wait_http(health, timeout)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
     def log(self) -> str:
         return self.log_tail(10**7)
 
     def wait_http(self, url: str, timeout: float = 20.0, **kwargs) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if not self.alive():
                 raise StartError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
             try:
                 httpx.get(url, timeout=1.0, **kwargs)
-                return
+                return True
             except httpx.HTTPError:
-                time.sleep(0.05)
-        raise StartError(f"{self.name} did not answer {url} within {timeout}s:\n{self.log()}")
+                return False
+
+        try:
+            wait_until(answers, timeout)
+        except TimeoutError:
+            raise StartError(f"{self.name} did not answer {url} within {timeout}s:\n{self.log()}") from None
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: no clean shutdown."""
@@ -74,9 +107,8 @@ class RedisServer:
             raise RuntimeError("redis-server not found: run `make test` (installs it) or apt-get install redis-server")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="redis-")
-        self.proc = Proc([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", self.dir], name="redis")
-        self.proc.wait_port(self.port)
+        self.proc = Proc.up([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", self.dir], name="redis", ports=[self.port])
 
     @property
     def url(self) -> str:
