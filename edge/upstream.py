@@ -77,14 +77,15 @@ def request_target(prefix: bytes, path_qs: str) -> bytes:
 
 
 class Breaker:
-    """Closed → open after `threshold` consecutive failures → half-open after `reset` seconds."""
+    """Closed → open after `threshold` consecutive failures → half-open after `reset` seconds: one trial
+    per `reset` seconds (a trial that never reports, its request cancelled, must not wedge it open)."""
 
     def __init__(self, threshold: int, reset: float) -> None:
         self.threshold = threshold
         self.reset = reset
         self.failures = 0
         self.opened_at: float | None = None
-        self._trial = False
+        self._trial_at: float | None = None
 
     @property
     def state(self) -> str:
@@ -96,19 +97,20 @@ class Breaker:
         state = self.state
         if state == "closed":
             return True
-        if state == "half-open" and not self._trial:
-            self._trial = True
+        now = time.monotonic()
+        if state == "half-open" and (self._trial_at is None or now - self._trial_at >= self.reset):
+            self._trial_at = now
             return True
         return False
 
     def success(self) -> None:
         self.failures = 0
         self.opened_at = None
-        self._trial = False
+        self._trial_at = None
 
     def failure(self) -> None:
         self.failures += 1
-        self._trial = False
+        self._trial_at = None
         if self.threshold and self.failures >= self.threshold:
             if self.opened_at is None:
                 log.warning("circuit breaker open after %d failures", self.failures)
