@@ -40,6 +40,7 @@ class MemoryTier:
 
     def set(self, digest: str, entry: Entry) -> None:
         if entry.size > self.max_bytes // 8:
+            self.delete(digest)  # nor may an older copy keep answering for the one the other tiers hold
             return  # one huge body must not flush the hot set
         old = self._items.pop(digest, None)
         if old is not None:
