@@ -1,6 +1,7 @@
 """The cross-process fill locks behind single-flight (see flight.py): Redis when L2 is on, else disk."""
 from __future__ import annotations
 
+import os
 
 from redis.exceptions import RedisError
 
@@ -61,17 +62,24 @@ class RedisLock:
 
 
 class DiskLock:
-    """For the workers of one node sharing a cache directory."""
+    """For the workers of one node sharing a cache directory. A lock records its holder (unique per
+    process: workers may share an `owner`), so a holder whose lease lapsed cannot free the next one's."""
 
     def __init__(self, tier: DiskTier, owner: str) -> None:
         self.tier = tier
-        self.owner = owner
+        self.owner = f"{owner}@{os.getpid()}"
 
     async def acquire(self, digest: str, ttl: float) -> bool:
         return self.tier.add("lock:" + digest, self.owner, ttl)
 
     async def release(self, digest: str) -> None:
-        self.tier.delete("lock:" + digest)
+        name = "lock:" + digest
+        try:
+            with self.tier.cache.transact():
+                if self.tier.cache.get(name) == self.owner:
+                    self.tier.cache.delete(name)
+        except Exception as exc:  # noqa: BLE001 - the lease lapses on its own
+            self.tier._failed(exc)
 
     async def renew(self, digest: str, ttl: float) -> None:
         try:
