@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import os
-
-from redis.exceptions import RedisError
+import socket
 
 from .entry import CorruptEntry, Entry
 from .tiers import DiskTier, RedisTier
@@ -12,52 +11,47 @@ RESULT_TTL = 3.0  # seconds a non-storable answer stays readable for remote wait
 
 
 class RedisLock:
+    """`SET NX PX` leases in L2's Redis, for the nodes (and workers) sharing it. Every call goes through
+    the tier (RedisTier.call): bounded by `redis_timeout`, skipped while the tier is down. So a hung Redis
+    costs a fill at most one timeout: a lock that cannot be taken means "fill here", a poll that cannot be
+    made "nobody holds it", and a lease that cannot be renewed or released lapses on its own. A lock
+    records its holder (host, process), so a holder whose lease lapsed cannot free the next one's."""
+
+    # Delete the lock only if this process still holds it.
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
     def __init__(self, tier: RedisTier, owner: str) -> None:
         self.tier = tier
-        self.owner = owner
+        self.owner = f"{owner}@{socket.gethostname()}:{os.getpid()}"
 
     async def acquire(self, digest: str, ttl: float) -> bool:
-        if not self.tier.up:
-            return True  # no shared lock: fill here rather than wait for nobody
-        try:
-            return bool(await self.tier.client.set("edge:lock:" + digest, self.owner, nx=True, px=int(ttl * 1000)))
-        except (RedisError, OSError) as exc:
-            self.tier._failed(exc)
-            return True
+        # SET NX answers None when someone holds the lock; without Redis there is no shared lock: fill
+        # here rather than wait for nobody.
+        return bool(await self.tier.call(
+            lambda: self.tier.client.set("edge:lock:" + digest, self.owner, nx=True, px=int(ttl * 1000)), True))
 
     async def release(self, digest: str) -> None:
-        try:
-            await self.tier.client.delete("edge:lock:" + digest)
-        except (RedisError, OSError) as exc:
-            self.tier._failed(exc)
+        await self.tier.call(lambda: self.tier.client.eval(self._RELEASE, 1, "edge:lock:" + digest, self.owner),
+                             None)
 
     async def renew(self, digest: str, ttl: float) -> None:
-        try:
-            await self.tier.client.pexpire("edge:lock:" + digest, int(ttl * 1000))
-        except (RedisError, OSError) as exc:
-            self.tier._failed(exc)
+        await self.tier.call(lambda: self.tier.client.pexpire("edge:lock:" + digest, int(ttl * 1000)), None)
 
     async def held(self, digest: str) -> bool:
-        try:
-            return bool(await self.tier.client.exists("edge:lock:" + digest))
-        except (RedisError, OSError) as exc:
-            self.tier._failed(exc)
-            return False
+        return bool(await self.tier.call(lambda: self.tier.client.exists("edge:lock:" + digest), 0))
 
     async def peek(self, digest: str, key: str) -> Entry | None:
         return await self.tier.get(digest, key)
 
     async def leave_result(self, digest: str, entry: Entry) -> None:
-        try:
-            await self.tier.client.set("edge:res:" + digest, entry.dumps(), px=int(RESULT_TTL * 1000))
-        except (RedisError, OSError) as exc:
-            self.tier._failed(exc)
+        await self.tier.call(
+            lambda: self.tier.client.set("edge:res:" + digest, entry.dumps(), px=int(RESULT_TTL * 1000)), None)
 
     async def result(self, digest: str, key: str) -> Entry | None:
+        raw = await self.tier.call(lambda: self.tier.client.get("edge:res:" + digest), None)
         try:
-            raw = await self.tier.client.get("edge:res:" + digest)
             return Entry.loads(raw, key) if raw else None
-        except (RedisError, OSError, CorruptEntry):
+        except CorruptEntry:
             return None
 
 

@@ -59,6 +59,9 @@ class Settings:
     redis_max_body: int = _doc("Bodies larger than this many bytes are kept out of Redis.", 512 * 1024)
     # freshness
     ttl_thumbnail: int = _doc("Seconds a thumbnail stays fresh.", 86400)
+    redis_timeout: float = _doc("Most seconds one call to the L2 Redis tier may take (connecting included; cache reads "
+                                "and writes, fill locks); a Redis that takes longer is skipped as down and retried "
+                                "with backoff (0.5 s doubling to 30 s).", 0.25)
     ttl_render: int = _doc("Seconds a render/tile stays fresh.", 86400)
     ttl_json: int = _doc("Seconds imgData, plate grids and other webgateway JSON stay fresh.", 3600)
     ttl_api: int = _doc("Seconds JSON API v0 pages stay fresh.", 600)
@@ -155,6 +158,8 @@ class Settings:
             raise ConfigError("thumbnails_batch must be at least 1")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
+        if self.redis_timeout <= 0:
+            raise ConfigError("redis_timeout must be positive")
         if self.access == "verified" and not self.session_redis_url:
             raise ConfigError("access = verified needs session_redis_url (where OMERO.web keeps its sessions)")
 

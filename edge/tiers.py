@@ -1,22 +1,30 @@
 """The three cache tiers: L0 memory (per process), L1 disk (per node), L2 Redis (shared).
 
 Each tier keeps entries under the key digest and checks the full key on read. A tier that
-fails (a full or unwritable disk, Redis down) degrades to "absent" with one logged warning
-and is retried after a backoff: a cache failure never fails a request.
+fails (a full or unwritable disk, Redis down or hung) degrades to "absent" with one logged warning
+and is retried after an exponential backoff with jitter: a cache failure never fails a request,
+and a Redis that stops answering costs a request at most `redis_timeout`.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import diskcache
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .entry import CorruptEntry, Entry
 
 log = logging.getLogger("edge.tiers")
+T = TypeVar("T")
 
 
 class MemoryTier:
@@ -62,33 +70,68 @@ class MemoryTier:
 
 
 class _Degradable:
-    """Turns a tier off after a failure and back on after `retry_after` seconds."""
+    """Turns a tier off after a failure and tries it again after a backoff.
+
+    The first failure takes the tier down; while it is down, calls skip it (`usable()` is False) until
+    the retry time, when one call is let through as the trial. A failed trial doubles the interval
+    (`backoff_base`, 2×, … up to `backoff_cap`, each ±`backoff_jitter`, so nodes that lost one Redis do not
+    retry in step); a success (`_ok`) brings the tier back and resets the schedule. Failures of calls
+    that started before the tier went down do not count: one outage under load is one failure.
+    `up` only reads the state (health, metrics)."""
 
     name = ""
-    retry_after = 5.0
+    backoff_base = 0.5
+    backoff_cap = 30.0
+    backoff_jitter = 0.2
 
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.failures = 0  # consecutive failed tries (the first failure and failed trials)
+        self.retry_at = 0.0  # monotonic time of the next trial while down
+        self.retry_after = 0.0  # the interval that led to it
+        self.trial = False  # a trial is out and has not reported
         self.last_error = ""
 
     @property
     def up(self) -> bool:
+        return self.down_since is None
+
+    def usable(self) -> bool:
+        """Whether to call the tier now: it is up, or down and due for a trial (which this caller makes)."""
         if self.down_since is None:
             return True
-        if time.monotonic() - self.down_since > self.retry_after:
-            self.down_since = None  # half-open: the next call tries again
-            return True
-        return False
+        now = time.monotonic()
+        if now < self.retry_at:
+            return False
+        # The trial; if it never reports (its request cancelled), the next one comes an interval later.
+        self.trial = True
+        self.retry_at = now + self.retry_after
+        return True
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to the next trial after `failures` consecutive failures."""
+        nominal = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
+        return nominal * random.uniform(1 - self.backoff_jitter, 1 + self.backoff_jitter)
 
     def _failed(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
         if self.down_since is None:
             log.warning("%s tier unavailable, serving without it: %s", self.name, exc)
-        self.down_since = time.monotonic()
-        self.last_error = f"{type(exc).__name__}: {exc}"
+            self.down_since = time.monotonic()
+            self.failures = 0
+        elif not self.trial:
+            return  # a call from before it went down: the outage is already counted
+        self.trial = False
+        self.failures += 1
+        self.retry_after = self.backoff(self.failures)
+        self.retry_at = time.monotonic() + self.retry_after
 
     def _ok(self) -> None:
-        if self.last_error and self.down_since is None:
-            log.warning("%s tier is back", self.name)
+        if self.down_since is not None:
+            log.warning("%s tier is back after %.1f s", self.name, time.monotonic() - self.down_since)
+            self.down_since = None
+            self.failures = 0
+            self.trial = False
             self.last_error = ""
 
 
@@ -104,13 +147,14 @@ class DiskTier(_Degradable):
                                      disk_min_file_size=64 * 1024, statistics=False)
 
     def get(self, digest: str, key: str) -> Entry | None:
-        if not self.up:
+        if not self.usable():
             return None
         try:
             raw = self.cache.get(digest)
         except Exception as exc:  # noqa: BLE001 - any storage failure degrades to a miss
             self._failed(exc)
             return None
+        self._ok()
         if raw is None:
             return None
         try:
@@ -123,7 +167,7 @@ class DiskTier(_Degradable):
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """Write entries in one SQLite transaction (one commit for a whole batch). Blocking: callers
         run it in a thread so the event loop never waits on the disk."""
-        if not self.up or not items:
+        if not items or not self.usable():
             return
         now = time.time()
         try:
@@ -162,26 +206,42 @@ class DiskTier(_Degradable):
 
 
 class RedisTier(_Degradable):
-    """L2: Redis shared by every node; entries carry a TTL so `maxmemory-policy allkeys-lru` works."""
+    """L2: Redis shared by every node; entries carry a TTL so `maxmemory-policy allkeys-lru` works.
+
+    Every call (connecting included) has `timeout` seconds in all, and none is retried by the client: a
+    Redis that accepts connections and never answers costs the request that finds out one `timeout`,
+    then the tier is skipped until a trial answers (see _Degradable)."""
 
     name = "redis"
     prefix = "edge:e:"
 
-    def __init__(self, url: str, max_body: int) -> None:
+    def __init__(self, url: str, max_body: int, timeout: float = 0.25) -> None:
         super().__init__()
         self.url = url
         self.max_body = max_body
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0,
-                                              health_check_interval=0)
+        self.timeout = timeout
+        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                              retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+    async def call(self, command: Callable[[], Awaitable[T]], default: T) -> T:
+        """`command()` (Redis calls on `client`) within `timeout`, or `default` while the tier is down or
+        when it fails. Shared by the fill locks, so they skip a hung Redis exactly as the cache does."""
+        if not self.usable():
+            return default
+        try:
+            async with asyncio.timeout(self.timeout):
+                value = await command()
+        except (RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
+            self._failed(exc)
+            return default
+        self._ok()
+        return value
 
     async def get_many(self, pairs: list[tuple[str, str]]) -> list[Entry | None]:
-        if not self.up or not pairs:
-            return [None] * len(pairs)
-        try:
-            raws = await self.client.mget([self.prefix + d for d, _ in pairs])
-            self._ok()
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+        if not pairs:
+            return []
+        raws = await self.call(lambda: self.client.mget([self.prefix + d for d, _ in pairs]), None)
+        if raws is None:
             return [None] * len(pairs)
         out: list[Entry | None] = []
         for (digest, key), raw in zip(pairs, raws):
@@ -201,32 +261,31 @@ class RedisTier(_Degradable):
     async def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """One pipelined round trip for a whole batch of entries."""
         items = [(d, e) for d, e in items if len(e.body) <= self.max_body]
-        if not self.up or not items:
+        if not items:
             return
         now = time.time()
-        try:
+
+        async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for digest, entry in items:
                     pipe.set(self.prefix + digest, entry.dumps(), px=int(max(1.0, entry.stale_until - now) * 1000))
                 await pipe.execute()
-            self._ok()
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+
+        await self.call(write, None)
 
     async def delete(self, digest: str) -> None:
-        try:
-            await self.client.delete(self.prefix + digest)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+        await self.call(lambda: self.client.delete(self.prefix + digest), None)
 
     async def ping(self) -> bool:
+        """Asks Redis whatever the backoff says (health checks): an answer brings the tier back."""
         try:
-            await self.client.ping()
-            self.down_since = None
-            return True
+            async with asyncio.timeout(self.timeout):
+                await self.client.ping()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return False
+        self._ok()
+        return True
 
     async def close(self) -> None:
         await self.client.aclose()
