@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -23,15 +24,16 @@ from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
 from .identity import Identity, SessionResolver, joined_cookies
+from .loading import LoadingThumbnails, says_in_progress
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .origin import Origin
 from .passthrough import Passthrough
-from .policy import EntryPolicy
+from .policy import EntryPolicy, is_thumbnail
 from .public_session import PublicSession
 from .purge import PurgeRegistry
 from .request import Classifier, Request
-from .routes import Kind, Upstream
+from .routes import BY_NAME, Kind, Upstream
 from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
@@ -45,6 +47,7 @@ Clock = Callable[[], float]
 HIT, MISS, STALE = CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE
 
 # Headers that make a request someone's (or the warmer's): such requests skip the anonymous hot path.
+_IMAGE_METADATA = frozenset({"gw.imgData", "iv.image_data"})  # answer ConcurrencyException while a pyramid builds
 _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
 
 
@@ -75,10 +78,10 @@ class Edge:
             log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
                         safe_url(s.redis_url))
         try:
-            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url)
+            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url, s.redis_prefix)
         except OSError as exc:
             log.warning("purge log in %s unavailable at start-up, purges stay in this process: %s", s.cache_dir, exc)
-            self.registry = PurgeRegistry(None, s.redis_url)
+            self.registry = PurgeRegistry(None, s.redis_url, s.redis_prefix)
         await self.registry.start()
         web = UpstreamPool("omero-web", s.backend, s, self.transports.get(Upstream.WEB))
         ms = UpstreamPool("omero-ms", s.ms, s, self.transports.get(Upstream.MS)) if s.ms else web
@@ -98,8 +101,9 @@ class Edge:
         self.policy = EntryPolicy(s)
         self.delivery = Delivery(m, self.clock)
         self.passthrough = Passthrough(self.upstreams, m)
+        self.loading = LoadingThumbnails(s.loading_thumbnails, self.registry.purge)
         self.thumbnails = Thumbnails(s, self.cache, self.flights, self.origin, self.policy, self.access,
-                                     self.registry, m, self.background, self.clock)
+                                     self.registry, m, self.background, self.clock, self._final_thumbnails)
         self.coalescer = ThumbnailCoalescer(self.thumbnails, self.background, s.coalesce_window_ms,
                                             s.thumb_default_size, s.thumbnails_batch) \
             if s.coalesce_window_ms > 0 else None
@@ -261,9 +265,29 @@ class Edge:
         extra = [(b"x-omero-apiversion", v.encode()) for v in resp.headers.get_list("x-omero-apiversion")]
         entry = self.policy.entry(req, resp.status_code, content_type, resp.content, epoch=epoch, started=started,
                                   extra=extra)
-        if store and self.policy.storable(req.route, entry, content_type):
+        route = req.route
+        if route.name in _IMAGE_METADATA:  # imgData tells which images' pyramids are in progress
+            iid = int(req.groups[route.image_group])
+            if says_in_progress(entry.body):
+                self.loading.mark(iid)
+            else:
+                self.loading.unmark(iid)
+        if store and self.policy.storable(route, entry, content_type) and (
+                not is_thumbnail(route)
+                or (await self._final_thumbnails(req, [(int(req.groups[route.image_group]), entry)]))[0]):
             await self.cache.put_many([(req.digest, entry)])
         return entry
+
+    async def _final_thumbnails(self, req: Request, items: list[tuple[int, Entry]]) -> list[bool]:
+        async def in_progress(image_id: int) -> bool:  # asked with the requester's own credentials
+            probe = replace(req, route=BY_NAME["gw.imgData"], callback=None)
+            try:
+                resp = await self.origin.fetch(probe, f"/webgateway/imgData/{image_id}/")
+            except UpstreamError:
+                return False
+            return says_in_progress(resp.content)
+
+        return await self.loading.final(items, in_progress)
 
     def _refresh_in_background(self, req: Request) -> None:
         if self.flights.running(req.digest):

@@ -157,7 +157,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         settings = _load(args)
 
         async def run() -> dict:
-            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url)
+            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix)
             try:
                 tags = purge_tags(spec)
                 return {"purged": tags, "seq": await registry.purge(tags)}

@@ -9,7 +9,7 @@ import base64
 import json
 import re
 
-from .entry import Entry, body_matches_type
+from .entry import Entry, body_matches_type, strong_etag
 from .kinds import tag
 from .protocol import JSON_TYPES
 from .request import Request
@@ -29,9 +29,12 @@ class EntryPolicy:
         s = self.settings
         ttl = getattr(s, "ttl_" + req.route.ttl) if status == 200 else s.ttl_negative
         tags = req.objects() + (body_tags(body) if req.route.kind is Kind.JSON and status == 200 else ())
+        etag = strong_etag(body)
+        if is_thumbnail(req.route) and status == 200:
+            tags += (body_tag(etag),)
         return Entry.build(req.key if key is None else key, status, content_type, body, ttl=ttl,
                            stale=self._stale() if status == 200 else 0, epoch=epoch, tags=tags,
-                           public=req.public, extra=list(extra), now=started)
+                           public=req.public, extra=list(extra), now=started, etag=etag)
 
     def storable(self, route: Route, entry: Entry, content_type: str) -> bool:
         """Only final answers: 200s whose body is what their type says (not OMERO's placeholders), JSON
@@ -64,11 +67,23 @@ class EntryPolicy:
         content_type = m.group(1)
         if not body_matches_type(content_type, body):
             return None
+        etag = strong_etag(body)
         return Entry.build(key, 200, content_type, body, ttl=self.settings.ttl_thumbnail, stale=self._stale(),
-                           epoch=epoch, tags=(tag("image", image_id),), public=public, now=started)
+                           epoch=epoch, tags=(tag("image", image_id), body_tag(etag)), public=public, now=started,
+                           etag=etag)
 
     def _stale(self) -> float:
         return max(self.settings.stale_while_revalidate, self.settings.stale_if_error)
+
+
+def is_thumbnail(route: Route) -> bool:
+    """A single image's thumbnail (the bytes OMERO may answer with its loading picture)."""
+    return route.kind is Kind.IMAGE and route.ttl == "thumbnail" and bool(route.image_group)
+
+
+def body_tag(etag: str) -> str:
+    """The tag every thumbnail entry carries: its body, so a learned loading picture purges its copies."""
+    return "body:" + etag.strip('"')
 
 
 def body_tags(body: bytes) -> tuple[str, ...]:

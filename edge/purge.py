@@ -10,6 +10,18 @@ Propagation: the workers of a node share a log file and an 8-byte counter (mmap)
 directory, read on every request (sub-microsecond), so a purge is exact for the whole node the
 moment it returns. With Redis, the sequence comes from Redis (INCR) and every purge is
 published to the other nodes, which append it to their own log.
+
+Redis may lose its state (a restart without persistence, FLUSHDB, eviction under allkeys-lru):
+then INCR would start again from 1 and purges would be numbered below the epochs cached entries
+carry — answered 200 and silently ignored. The rules that keep a purge a purge:
+- a new number is never below the highest this node has seen (a Lua INCR with a floor), and a
+  node that receives a number not above what it has seen applies it at its own next number and
+  raises the shared counter to that;
+- the purge state has a generation (a random token, kept in Redis and in the node's cache
+  directory); a node that finds it gone or changed treats everything cached before now as purged
+  (an `all` purge at its next number), so a loss costs misses, never a stale answer;
+- keys and the channel carry a per-deployment prefix (`redis_prefix`, by default `edge:<db>:`,
+  as pub/sub channels are shared by every database of a Redis server).
 """
 from __future__ import annotations
 
@@ -18,7 +30,10 @@ import fcntl
 import logging
 import mmap
 import os
+import random
+import secrets
 import struct
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -26,13 +41,33 @@ from redis.exceptions import RedisError
 from .kinds import ALL
 
 log = logging.getLogger("edge.purge")
-CHANNEL = "edge:purge"
-SEQ_KEY = "edge:purge:seq"
-HASH_KEY = "edge:purge:tags"
+WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
+
+# KEYS: seq. ARGV: floor. The next purge number, never at or below `floor`.
+_NEXT = """
+local s = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if s <= floor then s = floor + 1; redis.call('SET', KEYS[1], s) end
+return s
+"""
+# KEYS: seq, gen. ARGV: floor, a new token. Raises seq to `floor`; returns the generation (made if absent).
+_WATCH = """
+local s = tonumber(redis.call('GET', KEYS[1]) or '0')
+if s < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+local g = redis.call('GET', KEYS[2])
+if not g then redis.call('SET', KEYS[2], ARGV[2]); g = ARGV[2] end
+return g
+"""
+
+
+def default_prefix(redis_url: str) -> str:
+    """`edge:<db>:`: one namespace per Redis database, whose pub/sub channels are server-wide."""
+    path = urlsplit(redis_url).path.strip("/") if redis_url else ""
+    return f"edge:{path if path.isdigit() else '0'}:"
 
 
 class PurgeRegistry:
-    def __init__(self, directory: str | None, redis_url: str = "") -> None:
+    def __init__(self, directory: str | None, redis_url: str = "", prefix: str = "") -> None:
         self.purged: dict[str, int] = {}
         self.known = 0
         self._offset = 0
@@ -52,7 +87,12 @@ class PurgeRegistry:
             self.refresh()
         self.redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5,
                                              socket_timeout=2.0) if redis_url else None
-        self._listener: asyncio.Task | None = None
+        prefix = prefix or default_prefix(redis_url)
+        self.channel, self.seq_key = prefix + "purge", prefix + "purge:seq"
+        self.hash_key, self.gen_key = prefix + "purge:tags", prefix + "purge:gen"
+        self._gen_path = os.path.join(directory, "purge.gen") if directory else None
+        self.generation = self._read_generation()
+        self._tasks: list[asyncio.Task] = []
 
     # --- reading (hot path) ------------------------------------------------------------------------
     def epoch(self) -> int:
@@ -100,16 +140,57 @@ class PurgeRegistry:
         seq = None
         if self.redis is not None:
             try:
-                seq = await self.redis.incr(SEQ_KEY)
+                await self._check_generation()
+                seq = int(await self.redis.eval(_NEXT, 1, self.seq_key, self.epoch()))
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for tag in tags:
-                        pipe.hset(HASH_KEY, tag, seq)
-                    pipe.publish(CHANNEL, f"{seq} " + "\t".join(tags))
+                        pipe.hset(self.hash_key, tag, seq)
+                    pipe.publish(self.channel, f"{seq} " + "\t".join(tags))
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("purge not shared with other nodes (Redis unavailable): %s", exc)
                 seq = None
         return self._record(tags, seq)
+
+    async def _received(self, seq: int, tags: list[str]) -> None:
+        """Another node's purge (or our own, echoed). A number not above what this node has seen
+        means the shared counter went backwards: apply it at our next number and raise the counter."""
+        if all(self.purged.get(tag, 0) >= seq for tag in tags):
+            return  # already applied (our own purge)
+        if seq > self.epoch():
+            self._record(tags, seq)
+            return
+        self._record(tags, None)
+        await self.redis.eval(_WATCH, 2, self.seq_key, self.gen_key, self.known, _token())
+
+    async def _check_generation(self) -> None:
+        """Raise the shared counter to what this node has seen; a lost or changed generation is a loss
+        of the purge state: everything cached before now is purged here."""
+        current = (await self.redis.eval(_WATCH, 2, self.seq_key, self.gen_key, self.epoch(), _token())).decode()
+        if self.generation is not None and current != self.generation:
+            log.warning("Redis lost the purge state (generation %s, now %s): everything cached before now "
+                        "is treated as purged", self.generation, current)
+            self._record([ALL], None)
+            await self.redis.eval(_WATCH, 2, self.seq_key, self.gen_key, self.known, current)
+        if current != self.generation:
+            self.generation = current
+            self._write_generation(current)
+
+    def _read_generation(self) -> str | None:
+        try:
+            with open(self._gen_path) as fh:
+                return fh.read().strip() or None
+        except (OSError, TypeError):
+            return None
+
+    def _write_generation(self, token: str) -> None:
+        if self._gen_path is not None:
+            try:
+                with open(self._gen_path + ".tmp", "w") as fh:
+                    fh.write(token)
+                os.replace(self._gen_path + ".tmp", self._gen_path)
+            except OSError as exc:
+                log.warning("could not keep the purge generation in %s: %s", self._gen_path, exc)
 
     def _record(self, tags: list[str], seq: int | None) -> int:
         if self._seq_map is None:
@@ -136,34 +217,47 @@ class PurgeRegistry:
         if self.redis is None:
             return
         try:
-            for tag, seq in (await self.redis.hgetall(HASH_KEY)).items():
+            await self._check_generation()
+            for tag, seq in (await self.redis.hgetall(self.hash_key)).items():
                 if int(seq) > self.purged.get(tag.decode(), 0):
                     self._record([tag.decode()], int(seq))
         except (RedisError, OSError) as exc:
             log.warning("could not load purges from Redis: %s", exc)
-        self._listener = asyncio.create_task(self._listen())
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._watch())]
 
     async def _listen(self) -> None:
         backoff = 0.1
         while True:
             try:
                 pubsub = self.redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 backoff = 0.1
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
                     seq_text, _, tags = message["data"].decode().partition(" ")
-                    self._record([t for t in tags.split("\t") if t], int(seq_text))
+                    await self._received(int(seq_text), [t for t in tags.split("\t") if t])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError) as exc:
                 log.debug("purge listener reconnecting: %s", exc)
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
                 backoff = min(backoff * 2, 5.0)
 
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                await self._check_generation()
+            except (RedisError, OSError) as exc:
+                log.debug("purge state check skipped (Redis unavailable): %s", exc)
+
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def _token() -> str:
+    return secrets.token_hex(8)

@@ -56,12 +56,14 @@ class Settings:
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
     disk_size: int = _doc("L1 disk tier size limit in bytes (evicts least recently used).", 4 * 2**30)
     redis_url: str = _doc("L2 Redis tier shared by all nodes (e.g. redis://127.0.0.1:6379/0); empty = off.", "")
+    redis_prefix: str = _doc("Namespace of this deployment's purge state and channel in Redis; empty = "
+                             "`edge:<db>:` from redis_url (pub/sub channels are shared by all databases).", "")
     redis_max_body: int = _doc("Bodies larger than this many bytes are kept out of Redis.", 512 * 1024)
-    # freshness
-    ttl_thumbnail: int = _doc("Seconds a thumbnail stays fresh.", 86400)
     redis_timeout: float = _doc("Most seconds one call to the L2 Redis tier may take (connecting included; cache reads "
                                 "and writes, fill locks); a Redis that takes longer is skipped as down and retried "
                                 "with backoff (0.5 s doubling to 30 s).", 0.25)
+    # freshness
+    ttl_thumbnail: int = _doc("Seconds a thumbnail stays fresh.", 86400)
     ttl_render: int = _doc("Seconds a render/tile stays fresh.", 86400)
     ttl_json: int = _doc("Seconds imgData, plate grids and other webgateway JSON stay fresh.", 3600)
     ttl_api: int = _doc("Seconds JSON API v0 pages stay fresh.", 600)
@@ -75,6 +77,8 @@ class Settings:
     thumbnails_batch: int = _doc("OMERO.web's omero.web.thumbnails_batch: most ids in one get_thumbnails (more get "
                                  "OMERO's own 500); also the coalescer's and the warmer's batch size.",
                                  DEFAULT_THUMBNAILS_BATCH)
+    loading_thumbnails: list[str] = _doc("ETags (without quotes) of OMERO's in-progress 'loading' thumbnail, never "
+                                         "stored; the edge also learns them (see README).", [])
     session_cookie: str = _doc("OMERO.web session cookie name (IDR: sessionid_idr).", "sessionid")
     public_session_path: str = _doc("URL path (inside OMERO.web's public filter) the edge requests to get its own "
                                     "public-user session.", "/api/v0/m/screens/?limit=1")
@@ -154,12 +158,12 @@ class Settings:
             raise ConfigError("max_header_size must be at least 8192")
         if self.header_timeout <= 0:
             raise ConfigError("header_timeout must be positive")
+        if self.redis_timeout <= 0:
+            raise ConfigError("redis_timeout must be positive")
         if self.thumbnails_batch < 1:
             raise ConfigError("thumbnails_batch must be at least 1")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
-        if self.redis_timeout <= 0:
-            raise ConfigError("redis_timeout must be positive")
         if self.access == "verified" and not self.session_redis_url:
             raise ConfigError("access = verified needs session_redis_url (where OMERO.web keeps its sessions)")
 

@@ -31,6 +31,7 @@ from .upstream import UpstreamError
 
 _MEMO_SIZE = 200_000
 Clock = Callable[[], float]
+Final = Callable[[Request, list[tuple[int, Entry]]], Awaitable[list[bool]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +61,11 @@ class BatchFailed(Exception):
 class Thumbnails:
     def __init__(self, settings: Settings, cache: TieredCache, flights: Flights, origin: Origin,
                  policy: EntryPolicy, access: AccessChecker, registry: PurgeRegistry, metrics: Metrics,
-                 background: Background, clock: Clock) -> None:
+                 background: Background, clock: Clock, final: Final) -> None:
+        """`final` vets fetched thumbnails (False: OMERO's loading picture, see loading.py)."""
         self.settings, self.cache, self.flights, self.origin = settings, cache, flights, origin
         self.policy, self.access, self.registry, self.metrics = policy, access, registry, metrics
-        self.background, self.clock = background, clock
+        self.background, self.clock, self.final = background, clock, final
         self._memo: dict[tuple, tuple[str, str]] = {}  # (route, audience, size, id) → (key, digest)
 
     async def fetch_batch(self, req: Request, path: str, members: list[Member],
@@ -88,6 +90,10 @@ class Thumbnails:
             value = fetched.values[m.image_id] = data.get(str(m.image_id))
             fetched.entries[m.image_id] = self.policy.thumbnail(m.key, m.image_id, value, public=req.public,
                                                                 epoch=epoch, started=started)
+        candidates = [(i, e) for i, e in fetched.entries.items() if e is not None]
+        for (image_id, _), ok in zip(candidates, await self.final(req, candidates)):
+            if not ok:  # OMERO's loading picture: answered as sent, never stored
+                fetched.entries[image_id] = None
         await self.cache.put_many([(m.digest, e) for m in members if (e := fetched.entries[m.image_id])], wait=wait)
         return fetched
 

@@ -59,18 +59,20 @@ def test_over_fifty_ids_never_reach_the_backend(sim: Sim, edge: EdgeProc):
 
 def test_nulls_and_placeholders_are_not_cached(sim: Sim, edge: EdgeProc):
     private = sim.info["private"]["lab-b"]["images"][0]
-    in_progress = sim.info["in_progress_images"][0]
+    loading = sim.info["in_progress_images"][:2]  # two images answering OMERO's one loading JPEG
     ok = plate_images(sim, 1)[0]
-    ids = [ok, private, 987654321, in_progress]
+    ids = [ok, private, 987654321, *loading]
     direct = httpx.get(sim.url + batch_url(ids), timeout=15).json()
     for _ in range(2):
         r = edge.get(batch_url(ids))
         assert r.json() == direct
     assert direct[str(private)] is None and direct[str(987654321)] is None
-    assert edge.get(f"/webgateway/render_thumbnail/{in_progress}/").headers["x-edge-cache"] == "MISS"
+    assert direct[str(loading[0])].startswith("data:image/jpeg;base64,/9j/")  # a real JPEG (clients.md §7)
+    for iid in loading:
+        assert edge.get(f"/webgateway/render_thumbnail/{iid}/").headers["x-edge-cache"] == "MISS"
     before = sim.stats()["renders"].get("get_thumbnails", 0)
-    edge.get(batch_url([ok, in_progress]))
-    assert sim.stats()["renders"].get("get_thumbnails", 0) - before == 1  # only the in-progress one again
+    edge.get(batch_url([ok, *loading]))
+    assert sim.stats()["renders"].get("get_thumbnails", 0) - before == 2  # only the in-progress ones again
 
 
 def test_webclient_batch(sim: Sim, edge: EdgeProc):
@@ -106,6 +108,7 @@ def test_single_thumbnail_misses_are_coalesced_into_batches(sim: Sim, edges):
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         if i in direct:
             assert r.content == direct[i].content
-    assert responses[-2].content.startswith(b"\x89PNG")  # the in-progress placeholder, as the backend sends it
+    loading = httpx.get(f"{sim.url}/webgateway/render_thumbnail/{missing_placeholder}/").content
+    assert responses[-2].content == loading  # the in-progress picture, as the backend sends it
     assert responses[-1].status_code == httpx.get(f"{sim.url}/webgateway/render_thumbnail/987654329/").status_code
     assert all(edge.get(f"/webgateway/render_thumbnail/{i}/").headers["x-edge-cache"] == "HIT" for i in ids[:3])

@@ -60,9 +60,19 @@ def test_placeholders_are_passed_on_not_stored(sim: Sim, edge: EdgeProc):
         assert r.status_code == 200 and r.content.startswith(b"\x89PNG")  # OMERO's PNG labelled image/jpeg
         assert r.headers["x-edge-cache"] == "MISS"
         assert r.headers["cache-control"] == "no-cache"
-    in_progress = sim.info["in_progress_images"][0]
+    # OMERO's loading thumbnail is a real JPEG, the same bytes for every image whose pyramid is being
+    # generated: learnt from the second image answering it (confirmed by imgData), its copies purged.
+    loading = sim.info["in_progress_images"][:2]
+    for iid in loading:
+        assert edge.get(f"/webgateway/render_thumbnail/{iid}/").headers["x-edge-cache"] == "MISS"
+    for iid in loading:
+        r = edge.get(f"/webgateway/render_thumbnail/{iid}/")
+        assert r.headers["x-edge-cache"] == "MISS" and r.headers["cache-control"] == "no-cache", iid
+        assert r.content.startswith(b"\xff\xd8")
+    metadata = sim.info["in_progress_images"][2]  # iviewer / the classic viewer ask imgData first
+    assert "ConcurrencyException" in edge.get(f"/webgateway/imgData/{metadata}/").json()
     for _ in range(2):
-        assert edge.get(f"/webgateway/render_thumbnail/{in_progress}/").headers["x-edge-cache"] == "MISS"
+        assert edge.get(f"/webclient/render_thumbnail/{metadata}/").headers["x-edge-cache"] == "MISS"
 
 
 def test_negative_entries_are_brief_and_5xx_never_cached(sim: Sim, edges):

@@ -331,7 +331,8 @@ def test_login_and_writes_pass_through_untouched(sim, edge, nginx: NginxFactory)
         assert sim.info["session_cookie"] in client.cookies
         thumb = client.get(PUBLIC_IMAGE.format(private))
         assert thumb.status_code == 200 and "x-edge-cache" in thumb.headers
-        save = client.post(f"/webgateway/saveImgRDef/{private}/", data={"c": "1|0:255$FF0000"},
+        # OMERO.web reads the settings from the query string (gw/views.py save_image_rdef_json)
+        save = client.post(f"/webgateway/saveImgRDef/{private}/", params={"c": "1|0:255$FF0000", "m": "c"},
                            headers={"X-CSRFToken": client.cookies["csrftoken"]})
         assert save.status_code == 200 and "x-edge-cache" not in save.headers
         # The microservice's routes, logged in, with the edge dead: answered by the microservice.

@@ -35,7 +35,7 @@ class DirectTarget:
         self.settings = settings
         self.policy = EntryPolicy(settings)
         self.redis = RedisTier(redis_url, settings.redis_max_body)
-        self.registry = PurgeRegistry(None, redis_url)
+        self.registry = PurgeRegistry(None, redis_url, settings.redis_prefix)
         self.host = host
         self.refresh_before = refresh_before
         self.backend = backend.rstrip("/")

@@ -1,0 +1,97 @@
+"""OMERO's in-progress thumbnail: a real JPEG that must never be stored (clients.md §7).
+
+While an image's pyramid is being generated, OMERO.server answers its thumbnail with a rasterised
+"loading" picture (ThumbnailBean.java:528-545, `image-loading.xml`), served as `image/jpeg` with
+nothing in the answer to mark it. Its bytes are the same for every image at one size, so the edge
+learns them as fingerprints:
+
+- an imgData / iviewer image_data answer `{"ConcurrencyException": …}` (gw/marshal.py:172-176)
+  says the image's pyramid is in progress: its thumbnails seen meanwhile are the loading picture;
+- two different images answering byte-identical thumbnails are suspicious (an empty well looks
+  like another empty well, but so does the loading picture): the edge asks imgData of one of them,
+  once per distinct body, and learns the body if the pyramid is in progress.
+
+A learned fingerprint is never stored again, and the copies stored before it was learned go
+with a purge of their body tag (`body:<etag>`, which every thumbnail entry carries).
+Operators may pin fingerprints (`loading_thumbnails`, the ETags without quotes).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from .entry import Entry
+from .policy import body_tag
+
+_RECENT = 4096  # thumbnail bodies remembered to spot a second image with the same bytes
+_MARK_SECONDS = 300.0  # how long an imgData ConcurrencyException marks an image as in progress
+
+
+def says_in_progress(body: bytes) -> bool:
+    """An imgData / image_data answer for an image whose pyramid is being generated."""
+    if b"ConcurrencyException" not in body[:200]:
+        return False
+    try:
+        return "ConcurrencyException" in json.loads(body)
+    except (ValueError, TypeError):
+        return False
+
+
+Probe = Callable[[int], Awaitable[bool]]  # image id → its pyramid is in progress (asks imgData)
+Purge = Callable[[list[str]], Awaitable[object]]
+
+
+class LoadingThumbnails:
+    def __init__(self, pinned: list[str], purge: Purge, clock: Callable[[], float] = time.monotonic) -> None:
+        self.fingerprints: set[str] = {f"body:{p}" for p in pinned}
+        self.purge = purge
+        self.clock = clock
+        self._cleared: set[str] = set()  # duplicated bodies imgData showed to be real thumbnails
+        self._recent: OrderedDict[str, int] = OrderedDict()  # body tag → the first image seen with it
+        self._marked: dict[int, float] = {}  # image id → until when its pyramid is in progress
+
+    def mark(self, image_id: int) -> None:
+        if len(self._marked) > 100_000:
+            self._marked.clear()
+        self._marked[image_id] = self.clock() + _MARK_SECONDS
+
+    def unmark(self, image_id: int) -> None:
+        self._marked.pop(image_id, None)
+
+    async def final(self, items: list[tuple[int, Entry]], probe: Probe) -> list[bool]:
+        """Per (image id, thumbnail entry): False for the loading picture (answer it, never store it)."""
+        verdicts = []
+        for image_id, entry in items:
+            tag = body_tag(entry.etag)
+            if tag in self.fingerprints:
+                verdicts.append(False)
+                continue
+            if self._marked.get(image_id, 0.0) > self.clock():
+                await self._learn(tag)
+                verdicts.append(False)
+                continue
+            other = self._recent.get(tag)
+            if other is None or other == image_id or tag in self._cleared:
+                self._remember(tag, image_id)
+                verdicts.append(True)
+                continue
+            if await probe(image_id):
+                await self._learn(tag)
+                verdicts.append(False)
+            else:
+                self._cleared.add(tag)
+                verdicts.append(True)
+        return verdicts
+
+    def _remember(self, tag: str, image_id: int) -> None:
+        self._recent[tag] = image_id
+        self._recent.move_to_end(tag)
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    async def _learn(self, tag: str) -> None:
+        if tag not in self.fingerprints:
+            self.fingerprints.add(tag)
+            await self.purge([tag])  # copies stored before the fingerprint was known
