@@ -159,7 +159,11 @@ class Upstream:
                 req = self.client.build_request(method, target.url + "/", headers=headers, content=content,
                                                 extensions={"target": request_target(target.prefix, path_qs)})
                 try:
-                    resp = await self.client.send(req, stream=stream)
+                    # Headers first, the body after: a backend that goes away before answering (a refused
+                    # connection, a keep-alive connection it had just closed) is tried again; one that dies
+                    # mid-response has run the request, so it is not (a render that kills its worker must
+                    # not kill three).
+                    resp = await self.client.send(req, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                     target.resting_until = time.monotonic() + 2.0
                     if attempt + 1 < attempts:
@@ -173,12 +177,29 @@ class Upstream:
                 except httpx.HTTPError as exc:
                     self.breaker.failure()
                     raise UpstreamError(self.name, 502, f"failed ({type(exc).__name__})") from None
+                if not stream:
+                    await self._read_body(resp)
                 if resp.status_code in UNAVAILABLE:
                     self.breaker.failure()
                 else:
                     self.breaker.success()
                 return resp
         raise AssertionError("unreachable")
+
+    async def _read_body(self, resp: httpx.Response) -> None:
+        """The whole body, or UpstreamError: a body cut short (fewer bytes than its Content-Length, a chunked
+        body without its last chunk, a reset) is never an answer."""
+        try:
+            await resp.aread()
+        except httpx.TimeoutException:
+            self.breaker.failure()
+            raise UpstreamError(self.name, 504, "timed out mid-response") from None
+        except httpx.HTTPError as exc:
+            self.breaker.failure()
+            raise UpstreamError(self.name, 502, f"closed the connection mid-response ({type(exc).__name__})") \
+                from None
+        finally:
+            await resp.aclose()
 
     async def close(self) -> None:
         await self.client.aclose()

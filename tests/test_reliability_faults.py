@@ -16,10 +16,13 @@ of the test's own), every loop bounded, everything stopped by PID.
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.client
 import os
 import signal
 import socket
 import statistics
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +36,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from edge import tiers
 from edge.locks import RedisLock
+from edge.settings import Settings
 from edge.tiers import RedisTier
+from edge.upstream import Upstream, UpstreamError
 from tests.helpers import EdgeProc, FakeTime, Launcher, RedisServer, Sim, wait_until
 
 REDIS_TIMEOUT = 0.25
@@ -168,6 +173,234 @@ def test_hung_redis_releases_a_request_waiting_on_another_nodes_fill(sim: Sim, e
         assert released < REDIS_TIMEOUT + 0.75
     finally:
         server.stop()
+
+
+# --- 2. a backend that dies mid-response -------------------------------------------------------------
+
+
+class CutBackend:
+    """A loopback HTTP/1.1 server the edge takes for OMERO.web: it forwards each request to the sim and
+    answers it whole, or — `cut` set — sends the status line, the headers and half the body, then goes
+    away as a killed process does:
+
+    - "length": Content-Length of the whole body, then FIN;
+    - "chunked": one chunk announced for the whole body, then FIN;
+    - "reset": Content-Length of the whole body, then RST (SO_LINGER 0);
+    - "close": no length at all (the body ends when the connection does), then FIN.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self.upstream = (host, int(port))
+        self.cut: str | None = None
+        self.requests = 0
+        self._lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self._conns: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(15)
+            buf = b""
+            for _ in range(1000):  # requests on one keep-alive connection
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                headers = dict(line.split(":", 1) for line in lines)
+                headers = {k.strip(): v.strip() for k, v in headers.items() if k.strip().lower() != "connection"}
+                with self._lock:
+                    self.requests += 1
+                cut = self.cut
+                up = http.client.HTTPConnection(*self.upstream, timeout=15)
+                try:
+                    up.request(method, target, headers=headers)
+                    resp = up.getresponse()
+                    body = resp.read()
+                finally:
+                    up.close()
+                kept = "".join(f"{k}: {v}\r\n" for k, v in resp.getheaders()
+                               if k.lower() not in ("content-length", "transfer-encoding", "connection"))
+                start = f"HTTP/1.1 {resp.status} {resp.reason}\r\n{kept}"
+                if cut is None:
+                    conn.sendall(f"{start}content-length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+                    continue
+                half = body[:len(body) // 2]
+                if cut == "chunked":
+                    out = f"{start}transfer-encoding: chunked\r\n\r\n{len(body):x}\r\n".encode("latin-1") + half
+                elif cut == "close":
+                    out = f"{start}connection: close\r\n\r\n".encode("latin-1") + half
+                else:
+                    out = f"{start}content-length: {len(body)}\r\n\r\n".encode("latin-1") + half
+                conn.sendall(out)
+                if cut == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def cut_backend(sim: Sim) -> Iterator[CutBackend]:
+    backend = CutBackend(sim.url)
+    yield backend
+    backend.close()
+
+
+def batch_values(sim: Sim, ids: list[int]) -> dict[str, str]:
+    return httpx.get(sim.url + batch(ids), timeout=10).json()
+
+
+CUTS = ["length", "chunked", "reset"]
+
+
+@pytest.mark.process
+def test_backend_dying_mid_response_stores_nothing(sim: Sim, edges: Launcher, cut_backend: CutBackend):
+    """One fill and one get_thumbnails batch, from a backend that dies mid-body in each way: a clean 502 naming
+    the upstream, not retried (the backend ran the request: a render that kills its worker must not kill
+    three), nothing stored (the next request goes to the backend again), then the whole answer."""
+    # The breaker stays closed (every cut would count): this test is about what is stored.
+    edge = edges(backend=cut_backend.url, ms=False, env={"EDGE_BREAKER_FAILURES": "0"})
+    ids = plate_images(sim, 2, 3 + 10 * len(CUTS))
+    outcomes = {}
+    with edge.client() as client:
+        for n, cut in enumerate(CUTS):
+            single, members = ids[n], ids[len(CUTS) + 10 * n:len(CUTS) + 10 * (n + 1)]
+            cut_backend.cut = cut
+            for path in (thumb(single), batch(members)):
+                for attempt in (1, 2):  # the second one is a miss again: the backend is asked again
+                    before = cut_backend.requests
+                    started = time.monotonic()
+                    r = client.get(path)
+                    took = time.monotonic() - started
+                    asked = cut_backend.requests - before
+                    assert r.status_code == 502 and r.headers["x-edge-cache"] == "MISS", (cut, path, r.status_code)
+                    assert r.content.startswith(b"omero-edge: upstream omero-web closed the connection mid-response"), \
+                        r.content
+                    assert asked == 1, (cut, path, attempt)  # asked again, and not retried: it ran the request
+                    outcomes[(cut, "batch" if "get_thumbnails" in path else "single", attempt)] = \
+                        (r.content.decode().strip(), asked, took)
+            cut_backend.cut = None
+            r = client.get(thumb(single))
+            assert (r.status_code, r.headers["x-edge-cache"]) == (200, "MISS")
+            assert r.content == httpx.get(sim.url + thumb(single), timeout=10).content
+            assert client.get(thumb(single)).headers["x-edge-cache"] == "HIT"
+            r = client.get(batch(members))
+            assert (r.status_code, r.headers["x-edge-cache"]) == (200, "MISS") and r.json() == batch_values(sim, members)
+            assert client.get(batch(members)).headers["x-edge-cache"] == "HIT"
+    print()
+    for (cut, kind, attempt), (body, asked, took) in outcomes.items():
+        print(f"cut {cut:8} {kind:6} #{attempt}: 502 {body!r}, {asked} backend requests, {took * 1000:.0f} ms")
+    assert "Traceback" not in edge.proc.log(), edge.proc.log()[-3000:]
+
+
+@pytest.mark.process
+def test_backend_dying_mid_response_serves_the_stale_copy(sim: Sim, edges: Launcher, cut_backend: CutBackend):
+    edge = edges(backend=cut_backend.url, ms=False,
+                 env={"EDGE_TTL_THUMBNAIL": "1", "EDGE_STALE_WHILE_REVALIDATE": "0", "EDGE_STALE_IF_ERROR": "600",
+                      "EDGE_BREAKER_FAILURES": "0"})
+    ids = plate_images(sim, 3, 11)
+    single, members = ids[0], ids[1:]
+    expected, values = httpx.get(sim.url + thumb(single), timeout=10).content, batch_values(sim, members)
+    with edge.client() as client:
+        assert client.get(thumb(single)).status_code == 200 and client.get(batch(members)).status_code == 200
+        time.sleep(1.1)  # past freshness, inside stale-if-error
+        cut_backend.cut = "length"
+        before = cut_backend.requests
+        r = client.get(thumb(single))
+        assert (r.status_code, r.headers["x-edge-cache"], r.content) == (200, "STALE", expected)
+        r = client.get(batch(members))
+        assert (r.status_code, r.headers["x-edge-cache"]) == (200, "STALE") and r.json() == values
+        assert cut_backend.requests - before >= 2  # both were tried
+        cut_backend.cut = None
+        r = client.get(thumb(single))  # the stale copy was not replaced by the cut one: refreshed now
+        assert (r.status_code, r.headers["x-edge-cache"], r.content) == (200, "MISS", expected)
+        r = client.get(batch(members))
+        assert (r.status_code, r.headers["x-edge-cache"]) == (200, "MISS") and r.json() == values
+
+
+@pytest.mark.process
+@pytest.mark.xfail(strict=True, reason="a body that ends with the connection (no Content-Length, not chunked) "
+                                       "cut short looks complete to HTTP; a JPEG is checked by its first bytes only")
+def test_backend_dying_mid_close_delimited_body_stores_nothing(sim: Sim, edges: Launcher, cut_backend: CutBackend):
+    edge = edges(backend=cut_backend.url, ms=False)
+    iid = plate_images(sim, 3, 20)[-1]
+    cut_backend.cut = "close"
+    with edge.client() as client:
+        first = client.get(thumb(iid))
+        cut_backend.cut = None
+        second = client.get(thumb(iid))
+    assert first.status_code == 502 or second.headers["x-edge-cache"] == "MISS", (first.status_code, len(first.content))
+
+
+class HalfBody(httpx.AsyncByteStream):
+    """A response body that yields its first half, then fails as a connection closed mid-response does."""
+
+    def __init__(self, body: bytes, error: type[httpx.HTTPError]) -> None:
+        self.body, self.error = body, error
+
+    async def __aiter__(self):
+        yield self.body[:len(self.body) // 2]
+        raise self.error("peer closed connection without sending complete message body")
+
+
+@pytest.mark.parametrize("error", [httpx.RemoteProtocolError, httpx.ReadError])
+def test_a_body_cut_short_is_a_502_and_not_retried_a_connection_closed_before_answering_is(error):
+    """In process (MockTransport): the pool's rule that the fault tests above see from outside."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["target"].decode())
+        if len(seen) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        body = b"\xff\xd8" + bytes(1000)
+        return httpx.Response(200, headers={"content-length": str(len(body))}, stream=HalfBody(body, error))
+
+    web = Upstream("omero-web", ["http://a"], Settings(retries=2, breaker_failures=0), httpx.MockTransport(handler))
+
+    async def scenario() -> list[UpstreamError]:
+        failures = []
+        for path in ("/first", "/second"):
+            with pytest.raises(UpstreamError) as failed:
+                await web.request("GET", path, [])
+            failures.append(failed.value)
+        await web.close()
+        return failures
+
+    first, second = asyncio.run(scenario())
+    # /first: closed before answering (retried), then cut mid-body (not retried); /second: cut once
+    assert seen == ["/first", "/first", "/second"], seen
+    assert all(f.status == 502 and "closed the connection mid-response" in f.reason for f in (first, second))
 
 
 # --- 3. the Redis tier's reconnect schedule (in process, a test clock) -------------------------------
