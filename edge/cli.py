@@ -79,6 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # time: half the limit refuses every header block over max_header_size + 32 KiB, whatever the reads.
         config.h11_max_incomplete_size = settings.max_header_size // 2
         config.h2_max_header_list_size = settings.max_header_size
+        # Slow clients: hypercorn has no header read timeout, but its keep-alive timer runs from the moment
+        # a connection is idle (opened, or its last answer sent) until a whole request has arrived, and the
+        # bytes of a partial request do not restart it. So it is the header timeout (between keep-alive
+        # requests too; HTTP/2: while no stream is open). Not `read_timeout`: that one also cuts a client
+        # that sends nothing while it downloads a long answer.
+        config.keep_alive_timeout = settings.header_timeout
         run(config)
     return 0
 

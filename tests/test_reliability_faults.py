@@ -19,6 +19,7 @@ import asyncio
 import base64
 import http.client
 import os
+import select
 import signal
 import socket
 import statistics
@@ -514,3 +515,54 @@ def test_hung_redis_costs_one_timeout_per_call_in_process():
     assert [(name, value) for name, value, _ in rest] == [("acquire", True), ("held", False), ("release", None),
                                                           ("result", None)]
     assert max(t for *_, t in rest) < 0.01, rest  # skipped: the tier is down
+
+
+# --- 4. slow clients under hypercorn, as under granian --------------------------------------------------
+
+HEADER_TIMEOUT = 1.0
+
+
+def trickle(port: int, request: bytes, every: float = 0.2, limit: float = 8.0) -> tuple[float | None, bytes]:
+    """Sends `request` one byte per `every` s on a fresh connection (never finishing its headers) until the
+    server closes it: (seconds until closed, or None if it was still open after `limit` s; what it answered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        started = time.monotonic()
+        for byte in request * (int(limit / every) // len(request) + 1):
+            if time.monotonic() - started > limit:
+                return None, b""
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                return time.monotonic() - started, b""
+            readable, _, _ = select.select([s], [], [], every)
+            if readable:
+                try:
+                    answer = s.recv(4096)
+                except OSError:
+                    answer = b""
+                return time.monotonic() - started, answer
+    return None, b""
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("server", ["granian", "hypercorn"])
+def test_slow_client_is_cut_off_after_header_timeout(sim: Sim, edges: Launcher, server: str):
+    edge = edges(server=server, env={"EDGE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)})
+    port = int(edge.url.rsplit(":", 1)[1])
+    iid = sim.info["public_images"][2]
+    closed, answer = trickle(port, b"GET /webgateway/render_thumbnail/%d/ HTTP/1.1\r\nHost: a\r\n" % iid)
+    # … while a client that sent its request at once may wait longer than header_timeout for the answer
+    sim.faults(latency_ms=1500)
+    try:
+        started = time.monotonic()
+        r = httpx.get(edge.url + thumb(sim.info["public_images"][3]), timeout=10)
+        slow_answer = time.monotonic() - started
+    finally:
+        sim.faults()
+    status_line = answer.split(b"\r\n", 1)[0]
+    print(f"\n{server}: a client sending its request line at 5 bytes/s was cut off after "
+          f"{closed if closed is None else round(closed, 2)} s (header_timeout {HEADER_TIMEOUT} s), "
+          f"answered {status_line!r}; a 1.5 s answer was delivered ({slow_answer:.2f} s)")
+    assert closed is not None and closed < HEADER_TIMEOUT + 1.0, closed
+    assert not answer.startswith(b"HTTP/1.1 200"), answer
+    assert r.status_code == 200 and slow_answer >= 1.5
