@@ -272,6 +272,8 @@ class Edge:
                 self.loading.mark(iid)
             else:
                 self.loading.unmark(iid)
+                if entry.status == 200:
+                    self.classifier.learn_channels(iid, entry.body)
         if store and self.policy.storable(route, entry, content_type) and (
                 not is_thumbnail(route)
                 or (await self._final_thumbnails(req, [(int(req.groups[route.image_group]), entry)]))[0]):

@@ -10,6 +10,7 @@ keep the text in the entry to rule out collisions.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
@@ -65,13 +66,26 @@ def canonical_path(route: Route, path: str, groups: dict[str, str], default_size
     return route.canonical.format(**values)
 
 
-def is_full_rdef(params: Params) -> bool:
-    """A render fully specified by the URL: every `c` entry has a window and a colour, and `m` is set."""
+def is_full_rdef(params: Params, channels: int | None) -> bool:
+    """A render the URL fixes for every reader (clients.md §6): `m` given, and each of the image's
+    `channels` listed once in `c` with a window and a colour, with a `maps` entry holding both
+    `quantization` and `inverted` (else the reader's saved family, coefficient and inversion apply:
+    gw/views.py:903-949, ImageRegionCtx.java:444-516). False while the channel count is unknown."""
     last = dict(params)
-    channels = last.get("c", "")
-    if not channels or last.get("m") not in ("g", "c"):
+    if channels is None or last.get("m") not in ("g", "c"):
         return False
-    return all(_FULL_CHANNEL.match(entry) for entry in channels.split(","))
+    entries = last.get("c", "").split(",")
+    if len(entries) != channels or not all(_FULL_CHANNEL.match(entry) for entry in entries):
+        return False
+    if sorted(abs(int(entry.split("|", 1)[0])) for entry in entries) != list(range(1, channels + 1)):
+        return False
+    try:
+        maps = json.loads(last.get("maps", ""))
+    except ValueError:
+        return False
+    return isinstance(maps, list) and len(maps) == channels and all(
+        isinstance(m, dict) and isinstance(m.get("quantization"), dict)
+        and isinstance(m.get("inverted", m.get("reverse")), dict) for m in maps)
 
 
 def key_ignored(route: Route) -> frozenset[str]:
@@ -79,22 +93,26 @@ def key_ignored(route: Route) -> frozenset[str]:
     return frozenset(route.ignored) | ({JSONP_CALLBACK} if route.jsonp else frozenset())
 
 
-def key_audience(route: Route, params: Params, audience: str) -> str:
-    """The audience part of the key: shared when the bytes cannot depend on the requester."""
+def key_audience(route: Route, params: Params, audience: str, groups: dict[str, str],
+                 channels: int | None = None) -> str:
+    """The audience part of the key: shared when the bytes cannot depend on the requester. A render
+    also needs z and t in the path (else the reader's default Z/T apply) and a full rendering def."""
     if route.personal is Personal.NEVER:
         return SHARED
-    if route.personal is Personal.UNLESS_FULL_RDEF and is_full_rdef(params):
+    if (route.personal is Personal.UNLESS_FULL_RDEF and "z" in groups and "t" in groups
+            and is_full_rdef(params, channels)):
         return SHARED
     return audience
 
 
 def key_text(route: Route, path: str, groups: dict[str, str], params: Params, *, audience: str,
-             host: str, default_size: int) -> str:
-    """The canonical key of a request already matched to `route`."""
+             host: str, default_size: int, channels: int | None = None) -> str:
+    """The canonical key of a request already matched to `route`; `channels` is the image's channel
+    count where known (a render is shared only when it fixes every channel)."""
     where = host if route.absolute_urls else "-"
     query = canonical_params(params, key_ignored(route))
-    return f"{key_audience(route, params, audience)} {where} {canonical_path(route, path, groups, default_size)}" \
-           f"?{query}"
+    return f"{key_audience(route, params, audience, groups, channels)} {where} " \
+           f"{canonical_path(route, path, groups, default_size)}?{query}"
 
 
 def thumbnail_key(batch: Route, image_id: int, size: int, *, audience: str, default_size: int,
@@ -111,7 +129,7 @@ def digest(text: str) -> str:
 
 
 def key_for(path: str, raw_query: bytes = b"", *, audience: str = PUBLIC, host: str = "-",
-            default_size: int = 96) -> str | None:
+            default_size: int = 96, channels: int | None = None) -> str | None:
     """The key a GET of `path?raw_query` is stored under, or None when it is never cached
     (no route, credentials in the query, an undecodable query, or a batch, which has per-image keys)."""
     from .routes import Kind, match
@@ -126,4 +144,5 @@ def key_for(path: str, raw_query: bytes = b"", *, audience: str = PUBLIC, host: 
         return None
     if route.kind is Kind.BATCH or has_credentials(params):
         return None
-    return key_text(route, path, groups, params, audience=audience, host=host, default_size=default_size)
+    return key_text(route, path, groups, params, audience=audience, host=host, default_size=default_size,
+                    channels=channels)

@@ -3,6 +3,7 @@ or a `Bypass` reason, before anything is looked up.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .identity import Identity, Requester
@@ -61,12 +62,14 @@ def parse(path: str, raw_query: bytes) -> tuple[Route, dict[str, str], Params] |
     return found[0], found[1], params
 
 
-def keyed(req: Request, default_size: int) -> Request:
-    """`req` with its key and digest (a batch keeps none: its members have their own)."""
+def keyed(req: Request, default_size: int, channels: int | None = None) -> Request:
+    """`req` with its key and digest (a batch keeps none: its members have their own); `channels` is
+    the image's channel count where known (see keys.is_full_rdef)."""
     req.callback = callback_of(req.route, req.params)
     if req.route.kind is not Kind.BATCH:
         req.key = key_text(req.route, req.scope["path"], req.groups, req.params,
-                           audience=req.requester.audience or PUBLIC, host=req.host, default_size=default_size)
+                           audience=req.requester.audience or PUBLIC, host=req.host, default_size=default_size,
+                           channels=channels)
         req.digest = digest(req.key)
     return req
 
@@ -76,6 +79,21 @@ class Classifier:
         self.settings = settings
         self.identity = identity
         self._hot: dict[tuple, tuple[str, str]] = {}  # (path, query, host) of anonymous GETs → (key, digest)
+        # Channel counts seen in imgData / image_data answers: a render is shared across audiences only
+        # when it fixes every channel. Only per-user caching needs it (one audience shares everything).
+        self.channels: dict[int, int] = {}
+
+    def learn_channels(self, image_id: int, body: bytes) -> None:
+        """Note an image's channel count from its imgData / image_data JSON."""
+        if not self.identity.per_user:
+            return
+        try:
+            count = len(json.loads(body)["channels"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if len(self.channels) >= _HOT_SIZE:
+            self.channels.clear()
+        self.channels[image_id] = count
 
     def hot(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str] | None:
         """The (key, digest) an anonymous URL had before: the hit path skips parsing and key building."""
@@ -89,7 +107,9 @@ class Classifier:
         if requester.audience is None:
             return requester.reason
         host = link_origin(self.settings, scope.get("scheme", "http"), headers.get(b"host", b"-").decode("latin-1"))
-        req = keyed(Request(scope, *parsed, requester, headers, host), self.settings.thumb_default_size)
+        route, groups = parsed[0], parsed[1]
+        channels = self.channels.get(int(groups[route.image_group])) if route.image_group in groups else None
+        req = keyed(Request(scope, *parsed, requester, headers, host), self.settings.thumb_default_size, channels)
         req.warm = warm_mode(headers, self.settings.warm_token)
         if anonymous and req.key:
             if len(self._hot) >= _HOT_SIZE:

@@ -82,7 +82,11 @@ def test_rendering_settings_are_per_user(sim: Sim, verified: EdgeProc, sessions)
 
 def test_shared_full_rdef_render_is_checked_for_every_audience(sim: Sim, verified: EdgeProc, sessions):
     iid = private_image(sim, "lab-a", 2)
-    path = f"/webgateway/render_image_region/{iid}/0/0/?region=0,0,64,64&c=1|0:255$FF0000&m=c"
+    # A viewer loads imgData first: the edge learns the channel count a fully specified render must cover.
+    channels = len(as_user(verified.url, sim, sessions["alice"], f"/webgateway/imgData/{iid}/").json()["channels"])
+    maps = ",".join(['{"inverted":{"enabled":false},"quantization":{"family":"linear","coefficient":1}}'] * channels)
+    c = ",".join(f"{n}|0:255$FF0000" for n in range(1, channels + 1))
+    path = f"/webgateway/render_image_region/{iid}/0/0/?region=0,0,64,64&c={c}&m=c&maps=[{maps}]"
     owner = as_user(verified.url, sim, sessions["alice"], path)
     assert owner.status_code == 200
     carol = as_user(verified.url, sim, sessions["carol"], path)
@@ -205,3 +209,20 @@ def test_negative_entries_are_never_served_to_users(sim: Sim, verified: EdgeProc
     assert as_user(verified.url, sim, None, path).status_code != 200
     owner = as_user(verified.url, sim, sessions["alice"], path)
     assert owner.status_code == 200 and owner.content.startswith(b"\xff\xd8")
+
+
+def test_a_render_without_maps_is_per_reader(sim: Sim, verified: EdgeProc, sessions):
+    """Full `c` + `m` but no `maps`: each reader's saved family, coefficient and inversion still apply
+    (clients.md §6), so bob's render must never answer the public, nor the public's bob."""
+    seeded = next(r for r in sim.info["rdefs"] if r["user"] == "bob"
+                  and any(ch["family"] != "linear" or ch["inverted"] for ch in r["channels"]))
+    iid, n = seeded["image"], len(seeded["channels"])
+    as_user(verified.url, sim, sessions["bob"], f"/webgateway/imgData/{iid}/")  # the channel count is known
+    c = ",".join(f"{i}|0:255$FF0000" for i in range(1, n + 1))
+    path = f"/webgateway/render_image/{iid}/0/0/?c={c}&m=c"
+    for who in ("bob", None, "bob", None):
+        got = as_user(verified.url, sim, sessions[who] if who else None, path)
+        want = as_user(sim.ms_url, sim, sessions[who] if who else sessions["public"], path)
+        assert (got.status_code, got.content) == (want.status_code, want.content), who
+    bob = as_user(sim.ms_url, sim, sessions["bob"], path).content
+    assert bob != as_user(sim.ms_url, sim, sessions["public"], path).content

@@ -55,9 +55,15 @@ def test_invalid_utf8_never_folds():
 def test_audience_and_host():
     user = "u:abc"
     assert k("/webgateway/render_thumbnail/1/", audience=user) != k("/webgateway/render_thumbnail/1/")
-    full = "/webgateway/render_image_region/1/0/0/?tile=0,0,0&c=1|0:255$FF0000,-2|0:10$00FF00&m=c"
-    assert k(full, audience=user) == k(full, audience=PUBLIC)
-    assert k(full).startswith(SHARED)
+    maps = '[{"inverted":{"enabled":false},"quantization":{"family":"linear","coefficient":1}},' \
+           '{"inverted":{"enabled":true},"quantization":{"family":"logarithmic","coefficient":1}}]'
+    full = f"/webgateway/render_image_region/1/0/0/?tile=0,0,0&c=1|0:255$FF0000,-2|0:10$00FF00&m=c&maps={maps}"
+    assert k(full, audience=user) != k(full, audience=PUBLIC)  # the channel count is not known yet
+    assert k(full, audience=user, channels=2) == k(full, audience=PUBLIC, channels=2)
+    assert k(full, channels=2).startswith(SHARED)
+    assert not k(full, channels=3).startswith(SHARED)  # an unlisted channel keeps the reader's settings
+    default_plane = full.replace("render_image_region/1/0/0/", "render_image/1/")  # the reader's default Z/T
+    assert not k(default_plane, channels=2).startswith(SHARED)
     partial = "/webgateway/render_image_region/1/0/0/?tile=0,0,0&c=1,2&m=c"
     assert k(partial, audience=user) != k(partial, audience=PUBLIC)
     assert k("/api/v0/m/screens/", host="a") != k("/api/v0/m/screens/", host="b")
@@ -65,9 +71,14 @@ def test_audience_and_host():
 
 
 def test_full_rdef():
-    assert is_full_rdef([("c", "1|100:505$0000FF,-2|0:1$00FF00"), ("m", "c")])
-    assert not is_full_rdef([("c", "1|100:505$0000FF,-2"), ("m", "c")])
-    assert not is_full_rdef([("c", "1|100:505$0000FF")])
+    maps = ("maps", '[{"inverted":{"enabled":false},"quantization":{"family":"linear"}},'
+                    '{"reverse":{"enabled":false},"quantization":{"family":"exponential","coefficient":2}}]')
+    assert is_full_rdef([("c", "1|100:505$0000FF,-2|0:1$00FF00"), ("m", "c"), maps], 2)
+    assert not is_full_rdef([("c", "1|100:505$0000FF,-2|0:1$00FF00"), ("m", "c")], 2)  # no maps: saved family
+    assert not is_full_rdef([("c", "1|100:505$0000FF,-2"), ("m", "c"), maps], 2)
+    assert not is_full_rdef([("c", "1|100:505$0000FF,1|0:1$00FF00"), ("m", "c"), maps], 2)  # a channel twice
+    assert not is_full_rdef([("c", "1|100:505$0000FF,-2|0:1$00FF00"), maps], 2)  # no m
+    assert not is_full_rdef([("c", "1|100:505$0000FF,-2|0:1$00FF00"), ("m", "c"), maps], None)
 
 
 def test_plate_field_default_folds():

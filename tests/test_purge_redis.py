@@ -2,6 +2,8 @@
 deployments on one Redis server. Each case answered 200 and kept serving HITs before the fix."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 import redis
@@ -33,57 +35,54 @@ def raise_counter(edge: EdgeProc, iid: int, n: int = 30) -> None:
         purge(edge, {"image": [iid]})
 
 
-def test_purge_after_a_redis_restart_without_persistence(sim: Sim, edges: Launcher):
-    server = RedisServer()
-    try:
-        edge = edges("--redis", server.url)
-        iids = images(sim, 40, 2)
-        raise_counter(edge, iids[1])
-        path = f"/webgateway/render_thumbnail/{iids[0]}/"
+@pytest.fixture
+def server() -> Iterator[list[RedisServer]]:
+    """A Redis of the test's own (it is restarted and flushed), in a list so a test can replace it."""
+    servers = [RedisServer()]
+    yield servers
+    servers[-1].stop()
+
+
+def test_purge_after_a_redis_restart_without_persistence(sim: Sim, edges: Launcher, server):
+    edge = edges("--redis", server[0].url)
+    iids = images(sim, 40, 2)
+    raise_counter(edge, iids[1])
+    path = f"/webgateway/render_thumbnail/{iids[0]}/"
+    cached(edge, path)
+    server[0].stop()
+    server.append(RedisServer(port=server[0].port))  # empty: the counter starts again from nothing
+    wait_until(lambda: edge.get("/_edge/health").json()["tiers"].get("redis"), timeout=15)
+    cached(edge, path)
+    purge(edge, {"image": [iids[0]]})
+    assert edge.get(path).headers["x-edge-cache"] == "MISS"
+
+
+def test_a_flushed_redis_counts_as_everything_purged(sim: Sim, edges: Launcher, server):
+    edge = edges("--redis", server[0].url)
+    iids = images(sim, 50, 3)
+    raise_counter(edge, iids[2])
+    paths = [f"/webgateway/render_thumbnail/{i}/" for i in iids[:2]]
+    for path in paths:
         cached(edge, path)
-        server.stop()
-        server = RedisServer(port=server.port)  # empty: the counter starts again from nothing
-        wait_until(lambda: edge.get("/_edge/health").json()["tiers"].get("redis"), timeout=15)
-        cached(edge, path)
-        purge(edge, {"image": [iids[0]]})
-        assert edge.get(path).headers["x-edge-cache"] == "MISS"
-    finally:
-        server.stop()
+    redis.Redis.from_url(server[0].url).flushdb()
+    # Within the state check's interval the node treats everything cached before the loss as purged.
+    wait_until(lambda: edge.get(paths[1]).headers["x-edge-cache"] == "MISS", timeout=5)
+    cached(edge, paths[0])  # refilled after the loss: cached again
+    purge(edge, {"image": [iids[0]]})  # and a purge after the loss still takes
+    assert edge.get(paths[0]).headers["x-edge-cache"] == "MISS"
 
 
-def test_a_flushed_redis_counts_as_everything_purged(sim: Sim, edges: Launcher):
-    server = RedisServer()
-    try:
-        edge = edges("--redis", server.url)
-        iids = images(sim, 50, 3)
-        raise_counter(edge, iids[2])
-        paths = [f"/webgateway/render_thumbnail/{i}/" for i in iids[:2]]
-        for path in paths:
-            cached(edge, path)
-        redis.Redis.from_url(server.url).flushdb()
-        # Within the state check's interval the node treats everything cached before the loss as purged.
-        wait_until(lambda: edge.get(paths[1]).headers["x-edge-cache"] == "MISS", timeout=5)
-        cached(edge, paths[0])  # refilled after the loss: cached again
-        purge(edge, {"image": [iids[0]]})  # and a purge after the loss still takes
-        assert edge.get(paths[0]).headers["x-edge-cache"] == "MISS"
-    finally:
-        server.stop()
-
-
-def test_two_deployments_on_one_redis_server_keep_their_purges_apart(sim: Sim, edges: Launcher):
-    server = RedisServer()
-    try:
-        busy = edges("--redis", server.url.replace("/0", "/1"))
-        quiet = edges("--redis", server.url.replace("/0", "/2"))
-        iids = images(sim, 60, 3)
-        raise_counter(busy, iids[2], 40)
-        path = f"/webgateway/render_thumbnail/{iids[0]}/"
-        cached(quiet, path)
-        cached(busy, path)
-        purge(quiet, {"all": True})
-        assert quiet.get(path).headers["x-edge-cache"] == "MISS"
-        assert busy.get(path).headers["x-edge-cache"] == "HIT"  # another deployment's purge is not ours
-        keys = {k.decode() for k in redis.Redis.from_url(server.url.replace("/0", "/2")).keys("edge:2:purge*")}
-        assert {"edge:2:purge:seq", "edge:2:purge:gen"} <= keys
-    finally:
-        server.stop()
+def test_two_deployments_on_one_redis_server_keep_their_purges_apart(sim: Sim, edges: Launcher, server):
+    url = server[0].url
+    busy = edges("--redis", url.replace("/0", "/1"))
+    quiet = edges("--redis", url.replace("/0", "/2"))
+    iids = images(sim, 60, 3)
+    raise_counter(busy, iids[2], 40)
+    path = f"/webgateway/render_thumbnail/{iids[0]}/"
+    cached(quiet, path)
+    cached(busy, path)
+    purge(quiet, {"all": True})
+    assert quiet.get(path).headers["x-edge-cache"] == "MISS"
+    assert busy.get(path).headers["x-edge-cache"] == "HIT"  # another deployment's purge is not ours
+    keys = {k.decode() for k in redis.Redis.from_url(url.replace("/0", "/2")).keys("edge:2:purge*")}
+    assert {"edge:2:purge:seq", "edge:2:purge:gen"} <= keys
