@@ -231,7 +231,10 @@ class RedisTier(_Degradable):
         try:
             async with asyncio.timeout(self.timeout):
                 value = await command()
-        except (RedisError, OSError) as exc:  # asyncio's TimeoutError is an OSError
+        except TimeoutError:
+            self._failed(TimeoutError(f"no answer within {self.timeout} s"))
+            return default
+        except (RedisError, OSError) as exc:
             self._failed(exc)
             return default
         self._ok()
@@ -281,6 +284,9 @@ class RedisTier(_Degradable):
         try:
             async with asyncio.timeout(self.timeout):
                 await self.client.ping()
+        except TimeoutError:
+            self._failed(TimeoutError(f"no answer within {self.timeout} s"))
+            return False
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return False

@@ -137,6 +137,9 @@ def test_hung_redis_stalls_no_request_beyond_its_timeout(sim: Sim, edges: Launch
         assert p95(times) < REDIS_TIMEOUT + 0.1, sorted(times)[-10:]
         assert resume < 12.0  # at most one backoff interval (a few seconds after a hang this short)
         assert metric(edge, 'edge_tier_up{tier="redis"}') == "1.0"
+        log = edge.proc.log()
+        assert log.count("redis tier unavailable, serving without it: no answer within 0.25 s") == 1, log[-3000:]
+        assert "redis tier is back" in log and "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
 
