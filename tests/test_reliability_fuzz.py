@@ -45,6 +45,8 @@ TEMPLATES = [
     "/webclient/render_image/{iid}/", "/webclient/render_image_region/{iid}/{z}/{t}/", "/webclient/imgData/{iid}/",
     "/webgateway/render_thumbnail_ngff/{iid}/", "/webclient/render_thumbnail_ngff/size/{w}/{iid}/",
     "/webgateway/render_birds_eye_view_ngff/{iid}/{w}/", "/webclient/get_thumbnails_ngff/",
+    "/webclient/render_birds_eye_view/{iid}/", "/iviewer/image_data/{iid}/", "/webgateway/render_image_rdef/{iid}/",
+    "/webclient/render_thumbnail_ngff/{iid}/", "/webgateway/histogram_json/{iid}/channel/{c}",
     "/api/", "/api/v0/", "/api/v0/m/images/", "/api/v0/m/images/{iid}/", "/api/v0/m/plates/{plate}/wells/",
     "/api/v0/m/plates/{plate}/wellsampleindex/{field}/wells/", "/api/v0/m/datasets/{dataset}/images/",
     "/api/v0/m/screens/", "/api/v0/m/rois/{roi}/", "/api/v0/m/plateacquisitions/{acq}/wellsampleindex/{field}/wells/",
