@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -24,7 +23,7 @@ from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
 from .identity import Identity, SessionResolver, joined_cookies
-from .loading import LoadingThumbnails, says_in_progress
+from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .origin import Origin
@@ -33,7 +32,7 @@ from .policy import EntryPolicy, is_thumbnail
 from .public_session import PublicSession
 from .purge import PurgeRegistry
 from .request import Classifier, Request
-from .routes import BY_NAME, Kind, Upstream
+from .routes import Kind, Upstream
 from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
@@ -47,7 +46,6 @@ Clock = Callable[[], float]
 HIT, MISS, STALE = CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE
 
 # Headers that make a request someone's (or the warmer's): such requests skip the anonymous hot path.
-_IMAGE_METADATA = frozenset({"gw.imgData", "iv.image_data"})  # answer ConcurrencyException while a pyramid builds
 _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
 
 
@@ -101,9 +99,9 @@ class Edge:
         self.policy = EntryPolicy(s)
         self.delivery = Delivery(m, self.clock)
         self.passthrough = Passthrough(self.upstreams, m)
-        self.loading = LoadingThumbnails(s.loading_thumbnails, self.registry.purge)
+        self.loading = LoadingThumbnails(s.loading_thumbnails, self.registry.purge, self.origin)
         self.thumbnails = Thumbnails(s, self.cache, self.flights, self.origin, self.policy, self.access,
-                                     self.registry, m, self.background, self.clock, self._final_thumbnails)
+                                     self.registry, m, self.background, self.clock, self.loading.final)
         self.coalescer = ThumbnailCoalescer(self.thumbnails, self.background, s.coalesce_window_ms,
                                             s.thumb_default_size, s.thumbnails_batch) \
             if s.coalesce_window_ms > 0 else None
@@ -266,30 +264,15 @@ class Edge:
         entry = self.policy.entry(req, resp.status_code, content_type, resp.content, epoch=epoch, started=started,
                                   extra=extra)
         route = req.route
-        if route.name in _IMAGE_METADATA:  # imgData tells which images' pyramids are in progress
-            iid = int(req.groups[route.image_group])
-            if says_in_progress(entry.body):
-                self.loading.mark(iid)
-            else:
-                self.loading.unmark(iid)
-                if entry.status == 200:
-                    self.classifier.learn_channels(iid, entry.body)
+        if route.name in METADATA_ROUTES:
+            self.loading.observe(req, entry)
+            if entry.status == 200:
+                self.classifier.learn_channels(int(req.groups[route.image_group]), entry.body)
         if store and self.policy.storable(route, entry, content_type) and (
                 not is_thumbnail(route)
-                or (await self._final_thumbnails(req, [(int(req.groups[route.image_group]), entry)]))[0]):
+                or (await self.loading.final(req, [(int(req.groups[route.image_group]), entry)]))[0]):
             await self.cache.put_many([(req.digest, entry)])
         return entry
-
-    async def _final_thumbnails(self, req: Request, items: list[tuple[int, Entry]]) -> list[bool]:
-        async def in_progress(image_id: int) -> bool:  # asked with the requester's own credentials
-            probe = replace(req, route=BY_NAME["gw.imgData"], callback=None)
-            try:
-                resp = await self.origin.fetch(probe, f"/webgateway/imgData/{image_id}/")
-            except UpstreamError:
-                return False
-            return says_in_progress(resp.content)
-
-        return await self.loading.final(items, in_progress)
 
     def _refresh_in_background(self, req: Request) -> None:
         if self.flights.running(req.digest):

@@ -20,10 +20,15 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 
 from .entry import Entry
+from .origin import Origin
 from .policy import body_tag
+from .request import Request
+from .routes import BY_NAME
+from .upstream import UpstreamError
 
 _RECENT = 4096  # thumbnail bodies remembered to spot a second image with the same bytes
 _MARK_SECONDS = 300.0  # how long an imgData ConcurrencyException marks an image as in progress
@@ -39,28 +44,41 @@ def says_in_progress(body: bytes) -> bool:
         return False
 
 
-Probe = Callable[[int], Awaitable[bool]]  # image id → its pyramid is in progress (asks imgData)
 Purge = Callable[[list[str]], Awaitable[object]]
+METADATA_ROUTES = frozenset({"gw.imgData", "iv.image_data"})  # answer ConcurrencyException while a pyramid builds
 
 
 class LoadingThumbnails:
-    def __init__(self, pinned: list[str], purge: Purge, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pinned: list[str], purge: Purge, origin: Origin,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.fingerprints: set[str] = {f"body:{p}" for p in pinned}
         self.purge = purge
+        self.origin = origin
         self.clock = clock
         self._cleared: set[str] = set()  # duplicated bodies imgData showed to be real thumbnails
         self._recent: OrderedDict[str, int] = OrderedDict()  # body tag → the first image seen with it
         self._marked: dict[int, float] = {}  # image id → until when its pyramid is in progress
 
-    def mark(self, image_id: int) -> None:
+    def observe(self, req: Request, entry: Entry) -> None:
+        """An imgData / image_data answer: whether the image's pyramid is in progress now."""
+        image_id = int(req.groups[req.route.image_group])
+        if not says_in_progress(entry.body):
+            self._marked.pop(image_id, None)
+            return
         if len(self._marked) > 100_000:
             self._marked.clear()
         self._marked[image_id] = self.clock() + _MARK_SECONDS
 
-    def unmark(self, image_id: int) -> None:
-        self._marked.pop(image_id, None)
+    async def _in_progress(self, req: Request, image_id: int) -> bool:
+        """Ask imgData, with the requester's own credentials, whether the image's pyramid is in progress."""
+        probe = replace(req, route=BY_NAME["gw.imgData"], callback=None)
+        try:
+            resp = await self.origin.fetch(probe, f"/webgateway/imgData/{image_id}/")
+        except UpstreamError:
+            return False
+        return says_in_progress(resp.content)
 
-    async def final(self, items: list[tuple[int, Entry]], probe: Probe) -> list[bool]:
+    async def final(self, req: Request, items: list[tuple[int, Entry]]) -> list[bool]:
         """Per (image id, thumbnail entry): False for the loading picture (answer it, never store it)."""
         verdicts = []
         for image_id, entry in items:
@@ -77,7 +95,7 @@ class LoadingThumbnails:
                 self._remember(tag, image_id)
                 verdicts.append(True)
                 continue
-            if await probe(image_id):
+            if await self._in_progress(req, image_id):
                 await self._learn(tag)
                 verdicts.append(False)
             else:
