@@ -2,8 +2,9 @@
 
 No ports, no processes, no sleeps: the edge's upstream pools get the sim apps as httpx transports,
 the test drives the edge through `httpx.ASGITransport`, and the edge's clock is a `FakeClock` the
-test moves. Use it from a test module with `pytest_plugins = ["tests.inprocess"]` (fixtures below)
-and `pytestmark = pytest.mark.anyio`. Fixture names avoid `sim`, `*_sim` and `edge`, which the
+test moves. A test module imports the fixtures it uses (`from tests.inprocess import anyio_backend,
+edge_app, …`; `pytest_plugins` would work too, but pytest then warns that the module it already
+imported cannot be assertion-rewritten) and sets `pytestmark = pytest.mark.anyio`. Fixture names avoid `sim`, `*_sim` and `edge`, which the
 conftest marks `process`.
 """
 from __future__ import annotations
@@ -85,6 +86,11 @@ class SimApps:
     def state(self) -> Sim:
         return self.web.state.sim
 
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """Straight from the sim's OMERO.web, past the edge: what an edge answer must equal."""
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(self.web), base_url="http://sim") as client:
+            return await client.get(path, **kwargs)
+
     def renders(self, endpoint: str) -> int:
         """Backend work done for `endpoint` (a get_thumbnails batch counts one per id)."""
         return self.state.stats.renders[endpoint]
@@ -107,8 +113,7 @@ async def start_sim_apps(config: SimConfig | None = None) -> SimApps:
     config = config or SimConfig(speed=0)
     web = create_sim_app(config)
     apps = SimApps(web, create_ms_app(config, web.state.sim))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(web), base_url="http://sim") as client:
-        apps.info = (await client.get("/_sim/info")).json()
+    apps.info = (await apps.get("/_sim/info")).json()
     return apps
 
 
@@ -123,6 +128,25 @@ class InprocEdge:
 
     async def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self.client.get(path, **kwargs)
+
+    async def messages(self, method: str, path: str, headers: dict[str, str] | None = None) -> list[dict]:
+        """The ASGI messages the edge sends for one bodiless request, as sent: httpx.ASGITransport
+        drops a HEAD answer's body, so what HEAD puts on the wire is only seen here."""
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        path_part, _, query = path.partition("?")
+        raw = [(b"host", b"edge.test")] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        scope = {"type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path_part,
+                 "raw_path": path_part.encode(), "query_string": query.encode(), "headers": raw,
+                 "client": ("203.0.113.9", 5000), "server": ("edge.test", 80), "root_path": ""}
+        await self.app(scope, receive, send)
+        return sent
 
     async def settle(self) -> None:
         """Wait for what the answer did not (background refreshes, disk copy-ups)."""
