@@ -71,7 +71,7 @@ class Edge:
                 disk = DiskTier(s.cache_dir, s.disk_size)
             except Exception as exc:  # noqa: BLE001 - a full or broken directory must not stop the edge
                 log.warning("disk tier %s unavailable at start-up, running without L1: %s", s.cache_dir, exc)
-        redis = RedisTier(s.redis_url, s.redis_max_body) if s.redis_url else None
+        redis = RedisTier(s.redis_url, s.redis_max_body, s.redis_timeout) if s.redis_url else None
         if redis is not None and not await redis.ping():
             log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
                         safe_url(s.redis_url))
@@ -87,7 +87,8 @@ class Edge:
         owner = f"{id(self)}"
         # A single worker needs no cross-process lock on its own directory (two SQLite writes per miss).
         shared = RedisLock(redis, owner) if redis else DiskLock(disk, owner) if disk and s.workers > 1 else None
-        self.flights = Flights(shared, s.fill_timeout)
+        # A waiter takes another process's entry only while no purge has invalidated it.
+        self.flights = Flights(shared, s.fill_timeout, lambda e: self.registry.valid(e.tags, e.epoch))
         resolver = SessionResolver(s.session_redis_url, memo_ttl=min(5.0, s.access_ttl)) \
             if s.session_redis_url else None
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
@@ -99,7 +100,9 @@ class Edge:
         self.policy = EntryPolicy(s)
         self.delivery = Delivery(m, self.clock)
         self.passthrough = Passthrough(self.upstreams, m)
-        self.loading = LoadingThumbnails(s.loading_thumbnails, self.registry.purge, self.origin)
+        # A learnt loading picture is purged in the background: the answer never waits on Redis for it.
+        self.loading = LoadingThumbnails(s.loading_thumbnails, lambda tags: self.background.spawn(self.registry.purge(tags)),
+                                         self.origin)
         self.thumbnails = Thumbnails(s, self.cache, self.flights, self.origin, self.policy, self.access,
                                      self.registry, m, self.background, self.clock, self.loading.final)
         self.coalescer = ThumbnailCoalescer(self.thumbnails, self.background, s.coalesce_window_ms,

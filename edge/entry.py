@@ -29,6 +29,10 @@ _MAGIC_NUMBERS = {
 }
 
 
+# How a complete file of the type ends (JPEG's EOI marker, PNG's IEND chunk).
+_END_MARKERS = {"image/jpeg": b"\xff\xd9", "image/png": b"IEND\xaeB`\x82"}
+
+
 class CorruptEntry(ValueError):
     """A stored record that fails its checks: treat as a miss and remove it."""
 
@@ -38,7 +42,8 @@ def body_matches_type(content_type: str, body: bytes) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     magics = _MAGIC_NUMBERS.get(media)
     if magics is not None:
-        return body.startswith(magics)
+        # The last bytes too: a body that ended with its connection mid-image (no length to tell) is cut.
+        return body.startswith(magics) and body.endswith(_END_MARKERS.get(media, b""))
     if media in JSON_TYPES:
         return True
     return media != ""

@@ -40,9 +40,13 @@ class FillTimeout(Exception):
 
 
 class Flights:
-    def __init__(self, shared: SharedLock | None, fill_timeout: float) -> None:
+    def __init__(self, shared: SharedLock | None, fill_timeout: float,
+                 valid: Callable[[Entry], bool] = lambda entry: True) -> None:
+        """`valid` rules out an entry a purge invalidated: a waiter polling the shared tier must not take
+        the copy a purge just dropped while the holder is still refilling it."""
         self.shared = shared
         self.fill_timeout = fill_timeout
+        self.valid = valid
         self._local: dict[str, asyncio.Future[Entry]] = {}
         self.owner = f"{os.getpid()}"
 
@@ -121,7 +125,7 @@ class Flights:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 entry = await self.shared.peek(digest, key) or await self.shared.result(digest, key)
-                if entry is not None:
+                if entry is not None and self.valid(entry):
                     return entry, True
                 if not await self.shared.held(digest):
                     break  # the holder died or gave up without a result: try to take the fill

@@ -21,7 +21,7 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .entry import Entry
 from .origin import Origin
@@ -44,7 +44,7 @@ def says_in_progress(body: bytes) -> bool:
         return False
 
 
-Purge = Callable[[list[str]], Awaitable[object]]
+Purge = Callable[[list[str]], None]  # records a purge of tags (in the background)
 METADATA_ROUTES = frozenset({"gw.imgData", "iv.image_data"})  # answer ConcurrencyException while a pyramid builds
 
 
@@ -87,7 +87,7 @@ class LoadingThumbnails:
                 verdicts.append(False)
                 continue
             if self._marked.get(image_id, 0.0) > self.clock():
-                await self._learn(tag)
+                self._learn(tag)
                 verdicts.append(False)
                 continue
             other = self._recent.get(tag)
@@ -96,7 +96,7 @@ class LoadingThumbnails:
                 verdicts.append(True)
                 continue
             if await self._in_progress(req, image_id):
-                await self._learn(tag)
+                self._learn(tag)
                 verdicts.append(False)
             else:
                 self._cleared.add(tag)
@@ -109,7 +109,7 @@ class LoadingThumbnails:
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
-    async def _learn(self, tag: str) -> None:
+    def _learn(self, tag: str) -> None:
         if tag not in self.fingerprints:
             self.fingerprints.add(tag)
-            await self.purge([tag])  # copies stored before the fingerprint was known
+            self.purge([tag])  # copies stored before the fingerprint was known

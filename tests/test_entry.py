@@ -3,8 +3,8 @@ import pytest
 
 from edge.entry import CorruptEntry, Entry, body_matches_type
 
-JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
-PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100 + b"\xff\xd9"
+PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100 + b"IEND\xaeB`\x82"
 
 
 def make(body=JPEG) -> Entry:
@@ -41,6 +41,8 @@ def test_placeholder_png_labelled_jpeg_is_not_final():
     assert not body_matches_type("image/jpeg", PNG)
     assert body_matches_type("image/png", PNG)
     assert not body_matches_type("image/png", b"")
+    assert not body_matches_type("image/jpeg", JPEG[:-1])  # cut short: no end-of-image marker
+    assert not body_matches_type("image/png", PNG[:60])
 
 
 def test_etag_is_content_hash():

@@ -34,7 +34,7 @@ class DirectTarget:
                  refresh_before: float = 0.0, timeout: float = 120.0) -> None:
         self.settings = settings
         self.policy = EntryPolicy(settings)
-        self.redis = RedisTier(redis_url, settings.redis_max_body)
+        self.redis = RedisTier(redis_url, settings.redis_max_body, settings.redis_timeout)
         self.registry = PurgeRegistry(None, redis_url, settings.redis_prefix)
         self.host = host
         self.refresh_before = refresh_before
