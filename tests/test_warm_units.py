@@ -34,9 +34,10 @@ IMG = {
 
 def test_render_params_are_iviewers():
     params = dict(render_params(IMG))
-    assert params["c"] == "1|60:1800.5$0000FF,2|10:200$cool.lut,-3|0:4095$FF0000"
+    # iviewer lists only the active channels, one `maps` entry each (Image.js:262-300; tests/test_warm_clients.py)
+    assert params["c"] == "1|60:1800.5$0000FF,2|10:200$cool.lut"
     assert params["maps"] == ('[{"inverted":{"enabled":false}},{"inverted":{"enabled":true},'
-                              '"quantization":{"family":"exponential","coefficient":2}},{}]')
+                              '"quantization":{"family":"exponential","coefficient":2}}]')
     assert (params["m"], params["p"], params["q"]) == ("c", "normal", "0.9")
     assert js_number(1.0) == "1" and js_number(0.25) == "0.25" and js_number(7) == "7"
 
@@ -76,7 +77,7 @@ def test_plate_plan_grids_runs_batches_and_pages():
     # an image already batched (another field or a run's grid) is not batched again
     again = PlateLayout(wells=1, fields=[[1, 2], [2, 3]])
     assert [b.ids for b in Planner(frozenset({THUMB})).plan(Ref("plate", 6), again)] == [(1, 2), (3,)]
-    assert [i.kind for i in Planner(frozenset({IMGDATA})).plan(Ref("plate", 6), again)] == [IMGDATA] * 3
+    assert [i.kind for i in Planner(frozenset({IMGDATA})).plan(Ref("plate", 6), again)] == [IMGDATA] * 6  # + image_data
 
 
 def test_api_pages_use_the_clients_page_size():

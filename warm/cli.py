@@ -19,13 +19,15 @@ from urllib.parse import urlsplit
 from .dates import BadDate, parse_date
 from .enumerate_api import ApiClient, ApiSource, SourceError
 from .journal import Journal, default_path
-from .model import API, GRID, IMGDATA, KINDS, THUMB, TILE, Fatal, Item, Outcome
+from edge.protocol import DEFAULT_THUMBNAILS_BATCH
+
+from .model import API, GRID, IMGDATA, KINDS, THUMB, TILE, WELL, Fatal, Item, Outcome
 from .pipeline import Feeder, image_refs, walk
 from .plan import DEFAULT_API_LIMIT, Planner
 from .progress import Counters, Reporter, _duration
 from .runner import Runner
 from .shard import BadShard, Shard
-from .tiles import BadLevels, parse_levels
+from .tiles import VIEWERS, BadLevels, parse_levels
 
 EXIT_FAILURES, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 3, 1, 2, 130
 DEFAULT_EDGE = "http://127.0.0.1:8080"
@@ -63,7 +65,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     source.add_argument("--group", type=int, action="append", default=[], metavar="ID",
                         help="with --db: only objects of this group (repeat; e.g. the public user's groups)")
     what = p.add_argument_group("what to warm")
-    what.add_argument("--imgdata", action="store_true", help="also warm webgateway/imgData/<id>/ of every image")
+    what.add_argument("--imgdata", action="store_true",
+                      help="also warm webgateway/imgData/<id>/ and iviewer/image_data/<id>/ of every image")
+    what.add_argument("--wells", action="store_true",
+                      help="also warm the well panel's webgateway/well/<id>/children/ of every well with images "
+                           "(and ?run=<id> per plate acquisition)")
+    what.add_argument("--thumbnails-batch", type=int, default=DEFAULT_THUMBNAILS_BATCH, metavar="N",
+                      help="ids per get_thumbnails batch: the site's omero.web.thumbnails_batch, which the plate "
+                           f"view uses and OMERO.web enforces (default {DEFAULT_THUMBNAILS_BATCH})")
     what.add_argument("--api-limit", type=int, default=DEFAULT_API_LIMIT, metavar="N",
                       help=f"page size of warmed API v0 listing pages, as clients ask (default {DEFAULT_API_LIMIT})")
     what.add_argument("--since", metavar="DATE",
@@ -113,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
         _common(c)
         return c
 
-    for name, text in (("thumbnails", "every image's default thumbnail (as get_thumbnails batches of 50)"),
+    for name, text in (("thumbnails", "every image's default thumbnail (as get_thumbnails batches)"),
                        ("metadata", "API v0 listing pages and every plate grid (every field and run)")):
         command(name, f"Warm {text}, site-wide.").add_argument(
             "--all", action="store_true", required=True, help="the whole site (required: say it)")
@@ -129,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--image", type=int, action="append", required=True, metavar="ID", help="image id (repeat)")
     c.add_argument("--levels", default="2", metavar="SPEC",
                    help="N = the N lowest-resolution levels (default 2); A-B or A,B = those levels, 0 = full size")
+    c.add_argument("--viewer", action="append", choices=VIEWERS, metavar="NAME",
+                   help="whose URLs (repeat): iviewer (default: tiles, or the plane), classic (webgateway "
+                        "img_detail: the plane, q=0.9), preview (the webclient's preview panel: the plane)")
     s = sub.add_parser("status", help="Totals, failures and duration of a run.",
                        description="Totals and percentages of OK / Skip / Fail, the failures and the duration of a run.")
     s.add_argument("run", nargs="?", default="last", metavar="RUN", help="run id or prefix (default: the newest)")
@@ -155,10 +167,10 @@ def kinds_of(args: argparse.Namespace) -> frozenset[str]:
     elif args.command == "metadata" or only == "metadata":
         kinds = {API, GRID}
     elif args.command == "tiles":
-        return frozenset({TILE})
+        kinds = {TILE}
     else:
         kinds = {API, GRID, THUMB}
-    return frozenset(kinds | ({IMGDATA} if args.imgdata else set()))
+    return frozenset(kinds | ({IMGDATA} if args.imgdata else set()) | ({WELL} if args.wells else set()))
 
 
 def read_ids(spec: str) -> Iterator[int]:
@@ -198,7 +210,7 @@ class Run:
         self.refresh_before = time.time() + 10 * 365 * 86400 if args.refresh else \
             parse_date(args.refresh_before) if args.refresh_before else 0.0
         self.levels = parse_levels(args.levels) if args.command == "tiles" else (2, [])
-        for flag in ("jobs", "retries", "api_limit"):
+        for flag in ("jobs", "retries", "api_limit", "thumbnails_batch"):
             value = getattr(args, flag)
             if value < (0 if flag == "retries" else 1):
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'retries' else 1}")
@@ -225,7 +237,8 @@ class Run:
             raise UsageError("--db must be a postgresql:// URL")
         self.host = args.host or (urlsplit(self.edge).netloc if args.direct else None)
         self.counters = Counters()
-        self.planner = Planner(kinds_of(args), args.api_limit, self.levels)
+        viewers = tuple(dict.fromkeys(getattr(args, "viewer", None) or ["iviewer"]))
+        self.planner = Planner(kinds_of(args), args.api_limit, self.levels, args.thumbnails_batch, viewers)
 
     def target(self):
         a = self.args

@@ -129,13 +129,15 @@ class ApiSource:
         plate = (await self.api.get_json(f"/api/v0/m/plates/{pid}/")).get("data") or {}
         span = plate.get("omero:wellsampleIndex")
         n_fields = span[1] + 1 if isinstance(span, list) and len(span) == 2 else 1
-        fields, fetched = [], {}
+        fields, fetched, well_ids = [], {}, {}
         for f in range(n_fields):
             url = f"/webgateway/plate/{pid}/{f}/"
             grid, cache = await self.api.get(url)
             fetched[url] = cache
-            fields.append([cell["id"] for row in grid.get("grid") or [] for cell in row
-                           if cell and self._kept(cell.get("date"), seconds=True)])
+            cells = [cell for row in grid.get("grid") or [] for cell in row
+                     if cell and self._kept(cell.get("date"), seconds=True)]
+            fields.append([cell["id"] for cell in cells])
+            well_ids.update((cell["wellId"], None) for cell in cells if isinstance(cell.get("wellId"), int))
         if self.since is not None and not any(fields):
             return None
         runs: list[tuple[int, int]] = []
@@ -147,7 +149,7 @@ class ApiSource:
         if API in kinds:  # the wells listing's size, without its rows (limit=0 returns only counts)
             meta = (await self.api.get_json(f"/api/v0/m/plates/{pid}/wells/", {"limit": 0})).get("meta") or {}
             wells = int(meta.get("totalCount", 0))
-        return PlateLayout(wells, fields, runs, fetched)
+        return PlateLayout(wells, fields, runs, fetched, list(well_ids))
 
     async def images(self, ref: Ref) -> ImageList | None:
         """A dataset's images (or the orphaned ones), in listing order."""

@@ -84,11 +84,13 @@ class DbSource:
         n_wells = (await self._all("SELECT count(*) FROM well WHERE plate = %(plate)s", plate=ref.id))[0][0]
         cells: dict[int, list[tuple[int, int, int]]] = {}
         per_run: dict[int, dict[int, int]] = {}
+        wells: set[tuple[int, int, int]] = set()
         n_fields = 0
         for row, col, well, index, image, run, when in rows:
             n_fields = max(n_fields, index + 1)
             if self._kept(when):
                 cells.setdefault(index, []).append((row, col, image))
+                wells.add((row, col, well))
             if run is not None:
                 counts = per_run.setdefault(run, {})
                 counts[well] = counts.get(well, 0) + 1
@@ -100,7 +102,7 @@ class DbSource:
             for (run,) in await self._all("SELECT id FROM plateacquisition WHERE plate = %(plate)s ORDER BY id",
                                           plate=ref.id):
                 runs.append((run, max(per_run.get(run, {}).values(), default=0)))
-        return PlateLayout(n_wells, fields, runs)
+        return PlateLayout(n_wells, fields, runs, well_ids=[well for _, _, well in sorted(wells)])
 
     async def images(self, ref: Ref) -> ImageList | None:
         if ref.kind == "orphans":

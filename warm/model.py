@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Kinds of URL a run can warm (the journal and `--dry-run` count per kind).
-API, GRID, THUMB, IMGDATA, TILE = "api", "grid", "thumb", "imgdata", "tile"
-KINDS = (API, GRID, THUMB, IMGDATA, TILE)
+API, GRID, THUMB, IMGDATA, TILE, WELL = "api", "grid", "thumb", "imgdata", "tile", "well"
+KINDS = (API, GRID, THUMB, IMGDATA, TILE, WELL)
 
 OK, SKIP, FAIL = "ok", "skip", "fail"
 
@@ -44,6 +44,7 @@ class PlateLayout:
     fields: list[list[int]]  # fields[f] = image ids of field f, row-major (the grid's order)
     acquisitions: list[tuple[int, int]] = field(default_factory=list)  # (acquisition id, fields in it)
     fetched: dict[str, str] = field(default_factory=dict)  # grid URL → X-Edge-Cache of the read that listed it
+    well_ids: list[int] = field(default_factory=list)  # wells with images, row-major (the well panel's children)
 
 
 @dataclass(slots=True)

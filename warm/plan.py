@@ -2,16 +2,21 @@
 
 - A plate: the grid `webgateway/plate/<pid>/<field>/` for every field, and `…/<field>/<acq>/` for every
   field of every plate acquisition (what the webclient loads per run); the images of each field in
-  row-major order as `get_thumbnails/?id=…` batches of 50, like `ome.plateview.js`. The edge splits a
-  batch into per-image entries that also answer `render_thumbnail/<id>/`, so an image already batched
-  for an earlier field or a run's grid is not batched again.
-- A dataset or the orphaned images: batches of 50 too, in listing order. One batch costs the backend
+  row-major order as `get_thumbnails/?id=…` batches of the site's `omero.web.thumbnails_batch` (50),
+  like `ome.plateview.js`. The edge splits a batch into per-image entries that also answer
+  `render_thumbnail/<id>/`, so an image already batched for an earlier field or a run's grid is not
+  batched again. With `--wells`, the well panel's `webgateway/well/<wid>/children/` of every well with
+  images (and `?run=<acq>` per run), as `plate.html:258-261` asks.
+- A dataset or the orphaned images: batches too, in listing order. One batch costs the backend
   one `getThumbnailSet` (15 ms + 3 ms an id in the simulator) instead of 50 `render_thumbnail` calls
   (15 ms each), and fills exactly the entries `render_thumbnail/<id>/` (gallery, search) reads.
 - API v0 listing pages with the client's page size (`limit`, default 200): the first page as a client
-  asks for it, without limit/offset; later pages `?limit=L&offset=…`.
-- `imgData/<id>/` per image on request (`--imgdata`).
-- For `warm tiles`: the URLs iviewer derives from the image's imgData (see tiles.py).
+  asks for it, without limit/offset; later pages `?limit=L&offset=…`. A dataset's images also as
+  iviewer's thumbnail slider pages them (`?offset=<10k>&limit=10`, thumbnail-slider.js:449-476); the
+  site's projects and screens also as the IDR gallery asks (`?childCount=true`, first page only:
+  idr_gallery model.js:270-271).
+- `imgData/<id>/` and OMERO.iviewer's `iviewer/image_data/<id>/` per image on request (`--imgdata`).
+- For `warm tiles`: the URLs the viewers derive from the image's imgData (see tiles.py).
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ from collections.abc import Iterable, Iterator
 
 from edge.protocol import DEFAULT_THUMBNAILS_BATCH
 
-from .model import API, GRID, IMGDATA, THUMB, TILE, ImageList, Item, PlateLayout, Ref
-from .tiles import tile_urls
+from .model import API, GRID, IMGDATA, THUMB, TILE, WELL, ImageList, Item, PlateLayout, Ref
+from .tiles import viewer_urls
 
 DEFAULT_API_LIMIT = 200  # omero.web.api.limit
+SLIDER_LIMIT = 10  # iviewer thumbnail-slider.js: thumbnails_request_size
 
 # Site listings: ref id → (path, query). The orphaned-images listing belongs to the `orphans` ref.
 LISTINGS = {
@@ -32,6 +38,8 @@ LISTINGS = {
     "orphaned-datasets": ("/api/v0/m/datasets/", "orphaned=true"),
 }
 ORPHANED_IMAGES = ("/api/v0/m/images/", "orphaned=true")
+# The IDR gallery's study listings (one request each, no paging): the site listings it belongs to.
+GALLERY = {"screens": "/api/v0/m/screens/?childCount=true", "projects": "/api/v0/m/projects/?childCount=true"}
 
 
 def api_pages(path: str, query: str, count: int, limit: int = DEFAULT_API_LIMIT) -> Iterator[str]:
@@ -61,24 +69,36 @@ def _batch(ids: list[int], obj: str) -> Item:
 
 
 def img_data(ids: Iterable[int], obj: str) -> Iterator[Item]:
-    return (Item(f"/webgateway/imgData/{i}/", IMGDATA, obj) for i in ids)
+    """Per-image metadata: webgateway's imgData (classic viewer, webclient) and iviewer's image_data."""
+    for i in ids:
+        yield Item(f"/webgateway/imgData/{i}/", IMGDATA, obj)
+        yield Item(f"/iviewer/image_data/{i}/", IMGDATA, obj)
+
+
+def slider_pages(dataset: int, count: int, limit: int = SLIDER_LIMIT) -> Iterator[str]:
+    """iviewer's thumbnail slider pages of a dataset's images (offset first, as it writes them)."""
+    for offset in range(0, max(count, 1), limit):
+        yield f"/api/v0/m/datasets/{dataset}/images/?offset={offset}&limit={limit}"
 
 
 class Planner:
     """Turns refs (and their fetched details) into items of the requested kinds."""
 
     def __init__(self, kinds: frozenset[str], api_limit: int = DEFAULT_API_LIMIT,
-                 levels: tuple[int | None, list[int]] = (2, [])) -> None:
+                 levels: tuple[int | None, list[int]] = (2, []), thumbnails_batch: int = DEFAULT_THUMBNAILS_BATCH,
+                 viewers: tuple[str, ...] = ("iviewer",)) -> None:
         self.kinds = kinds
         self.api_limit = api_limit
         self.levels = levels
+        self.thumbnails_batch = thumbnails_batch
+        self.viewers = viewers
 
     def needs_children(self, ref: Ref) -> bool:
         """Whether planning `ref` needs its wells/images/imgData fetched (listings and containers of containers don't)."""
         if ref.kind == "tiles":
             return True
         if ref.kind == "plate":
-            return bool(self.kinds & {GRID, THUMB, IMGDATA, API})
+            return bool(self.kinds & {GRID, THUMB, IMGDATA, API, WELL})
         return ref.kind in ("dataset", "orphans") and bool(self.kinds & {THUMB, IMGDATA, API})
 
     def _pages(self, path: str, query: str, count: int, obj: str) -> Iterator[Item]:
@@ -91,6 +111,8 @@ class Planner:
         if ref.kind == "listing":
             path, query = LISTINGS[str(ref.id)]
             yield from self._pages(path, query, ref.count, obj)
+            if API in self.kinds and str(ref.id) in GALLERY:
+                yield Item(GALLERY[str(ref.id)], API, obj)
         elif ref.kind == "screen":
             yield from self._pages(f"/api/v0/m/screens/{ref.id}/plates/", "", ref.count, obj)
         elif ref.kind == "project":
@@ -102,17 +124,21 @@ class Planner:
             assert isinstance(detail, ImageList)
             path, query = ORPHANED_IMAGES if ref.kind == "orphans" else (f"/api/v0/m/datasets/{ref.id}/images/", "")
             yield from self._pages(path, query, detail.total, obj)
+            if ref.kind == "dataset" and API in self.kinds:
+                yield from (Item(url, API, obj) for url in slider_pages(int(ref.id), detail.total))
             yield from self.images(detail.ids, obj)
         elif ref.kind == "images":
             yield from self.images(ref.ids, obj)
         elif ref.kind == "tiles":
             assert isinstance(detail, dict)
-            for url in tile_urls(int(ref.id), detail, self.levels):
+            if IMGDATA in self.kinds:
+                yield from img_data([int(ref.id)], obj)
+            for url in viewer_urls(int(ref.id), detail, self.levels, self.viewers):
                 yield Item(url, TILE, obj)
 
     def images(self, ids: list[int] | tuple[int, ...], obj: str) -> Iterator[Item]:
         if THUMB in self.kinds:
-            yield from batches(ids, obj)
+            yield from batches(ids, obj, self.thumbnails_batch)
         if IMGDATA in self.kinds:
             yield from img_data(ids, obj)
 
@@ -126,6 +152,10 @@ class Planner:
             for acq, n_fields in layout.acquisitions:
                 for f in range(n_fields):
                     yield Item(f"/webgateway/plate/{pid}/{f}/{acq}/", GRID, obj)
+        if WELL in self.kinds:
+            for suffix in ["", *(f"?run={acq}" for acq, _ in layout.acquisitions)]:
+                for wid in layout.well_ids:
+                    yield Item(f"/webgateway/well/{wid}/children/{suffix}", WELL, obj)
         seen: set[int] = set()
         for ids in layout.fields:
             fresh = [i for i in ids if i not in seen]
