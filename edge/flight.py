@@ -85,7 +85,7 @@ class Flights:
         others: dict[str, asyncio.Future] = {}
         for digest in digests:
             future = self._local.get(digest)
-            if future is not None:
+            if future is not None and digest not in claimed:  # a repeated key is claimed once, not awaited
                 others[digest] = future
             elif digest not in claimed:
                 claimed[digest] = self._local[digest] = loop.create_future()
