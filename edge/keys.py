@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
 from .routes import BY_NAME, CACHE_BUSTERS, CREDENTIAL_PARAMS, JSONP_CALLBACK, Personal, Route

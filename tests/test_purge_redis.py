@@ -13,12 +13,6 @@ from tests.helpers import EdgeProc, Launcher, RedisServer, Sim, wait_until
 pytestmark = pytest.mark.process
 
 
-def images(sim: Sim, first: int, n: int) -> list[int]:
-    """Public images of the 96-well plate (other tests use the 384-well plate's and the sample list)."""
-    grid = httpx.get(f"{sim.url}/webgateway/plate/{sim.info['plates'][1]['id']}/0/", timeout=10).json()["grid"]
-    return [cell["id"] for row in grid for cell in row if cell][first:first + n]
-
-
 def purge(edge: EdgeProc, spec: dict) -> None:
     r = httpx.post(edge.url + "/_edge/purge", json=spec, headers={"authorization": "Bearer purge-secret"}, timeout=10)
     assert r.status_code == 200, r.text
@@ -45,7 +39,7 @@ def server() -> Iterator[list[RedisServer]]:
 
 def test_purge_after_a_redis_restart_without_persistence(sim: Sim, edges: Launcher, server):
     edge = edges("--redis", server[0].url)
-    iids = images(sim, 40, 2)
+    iids = sim.plate_images(1, 2, 40)
     raise_counter(edge, iids[1])
     path = f"/webgateway/render_thumbnail/{iids[0]}/"
     cached(edge, path)
@@ -59,7 +53,7 @@ def test_purge_after_a_redis_restart_without_persistence(sim: Sim, edges: Launch
 
 def test_a_flushed_redis_counts_as_everything_purged(sim: Sim, edges: Launcher, server):
     edge = edges("--redis", server[0].url)
-    iids = images(sim, 50, 3)
+    iids = sim.plate_images(1, 3, 50)
     raise_counter(edge, iids[2])
     paths = [f"/webgateway/render_thumbnail/{i}/" for i in iids[:2]]
     for path in paths:
@@ -76,7 +70,7 @@ def test_two_deployments_on_one_redis_server_keep_their_purges_apart(sim: Sim, e
     url = server[0].url
     busy = edges("--redis", url.replace("/0", "/1"))
     quiet = edges("--redis", url.replace("/0", "/2"))
-    iids = images(sim, 60, 3)
+    iids = sim.plate_images(1, 3, 60)
     raise_counter(busy, iids[2], 40)
     path = f"/webgateway/render_thumbnail/{iids[0]}/"
     cached(quiet, path)

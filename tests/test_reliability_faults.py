@@ -16,7 +16,6 @@ of the test's own), every loop bounded, everything stopped by PID.
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import os
 import select
@@ -44,11 +43,6 @@ from tests.helpers import EdgeProc, FakeTime, Launcher, RedisServer, Sim, wait_u
 
 REDIS_TIMEOUT = 0.25
 
-
-def plate_images(sim: Sim, plate_index: int, n: int) -> list[int]:
-    plate = sim.info["plates"][plate_index]["id"]
-    grid = httpx.get(f"{sim.url}/webgateway/plate/{plate}/0/", timeout=10).json()["grid"]
-    return [cell["id"] for row in grid for cell in row if cell][:n]
 
 
 def thumb(iid: int) -> str:
@@ -96,7 +90,7 @@ def test_hung_redis_stalls_no_request_beyond_its_timeout(sim: Sim, edges: Launch
     server = RedisServer()
     try:
         edge = edges("--redis", server.url, env={"EDGE_REDIS_TIMEOUT": str(REDIS_TIMEOUT)})
-        ids = plate_images(sim, 0, 400)
+        ids = sim.plate_images(0, 400)
         warm, singles, batches, later = ids[:10], ids[10:130], ids[130:250], ids[250:]
         with edge.client() as client:
             before = [timed_get(client, thumb(i)) for i in warm]  # healthy Redis: the baseline
@@ -151,7 +145,7 @@ def test_hung_redis_releases_a_request_waiting_on_another_nodes_fill(sim: Sim, e
     server = RedisServer()
     try:
         first = edges("--redis", server.url)
-        iid = plate_images(sim, 1, 1)[0]
+        iid = sim.plate_images(1, 1)[0]
         expected = httpx.get(sim.url + thumb(iid), timeout=10).content
         assert first.get(thumb(iid)).status_code == 200
         (stored,) = redis_keys(server.url)
@@ -295,7 +289,7 @@ def test_backend_dying_mid_response_stores_nothing(sim: Sim, edges: Launcher, cu
     three), nothing stored (the next request goes to the backend again), then the whole answer."""
     # The breaker stays closed (every cut would count): this test is about what is stored.
     edge = edges(backend=cut_backend.url, ms=False, env={"EDGE_BREAKER_FAILURES": "0"})
-    ids = plate_images(sim, 2, 3 + 10 * len(CUTS))
+    ids = sim.plate_images(2, 3 + 10 * len(CUTS))
     outcomes = {}
     with edge.client() as client:
         for n, cut in enumerate(CUTS):
@@ -333,7 +327,7 @@ def test_backend_dying_mid_response_serves_the_stale_copy(sim: Sim, edges: Launc
     edge = edges(backend=cut_backend.url, ms=False,
                  env={"EDGE_TTL_THUMBNAIL": "1", "EDGE_STALE_WHILE_REVALIDATE": "0", "EDGE_STALE_IF_ERROR": "600",
                       "EDGE_BREAKER_FAILURES": "0"})
-    ids = plate_images(sim, 3, 11)
+    ids = sim.plate_images(3, 11)
     single, members = ids[0], ids[1:]
     expected, values = httpx.get(sim.url + thumb(single), timeout=10).content, batch_values(sim, members)
     with edge.client() as client:
@@ -356,7 +350,7 @@ def test_backend_dying_mid_response_serves_the_stale_copy(sim: Sim, edges: Launc
 @pytest.mark.process
 def test_backend_dying_mid_close_delimited_body_stores_nothing(sim: Sim, edges: Launcher, cut_backend: CutBackend):
     edge = edges(backend=cut_backend.url, ms=False)
-    iid = plate_images(sim, 3, 20)[-1]
+    iid = sim.plate_images(3, 20)[-1]
     cut_backend.cut = "close"
     with edge.client() as client:
         first = client.get(thumb(iid))

@@ -19,12 +19,6 @@ from tests.helpers import EdgeProc, RedisServer, Sim, free_port, wait_until
 pytestmark = pytest.mark.process
 
 
-def plate_images(sim: Sim, plate_index: int, n: int) -> list[int]:
-    """`n` image ids from a public plate's grid (the sim's `public_images` is only a small sample)."""
-    plate = sim.info["plates"][plate_index]["id"]
-    grid = httpx.get(f"{sim.url}/webgateway/plate/{plate}/0/", timeout=10).json()["grid"]
-    return [cell["id"] for row in grid for cell in row if cell][:n]
-
 
 def thumb(iid: int) -> str:
     return f"/webgateway/render_thumbnail/{iid}/"
@@ -99,7 +93,7 @@ def test_redis_dies_mid_traffic_then_returns(sim: Sim, edges):
     port = server.port
     try:
         edge = edges("--redis", server.url)
-        ids = plate_images(sim, 2, 40) + plate_images(sim, 0, 150)
+        ids = sim.plate_images(2, 40) + sim.plate_images(0, 150)
         warm, cold, later = ids[:20], ids[20:40], ids[40:]  # `later`: enough new misses to see L2 retried
         expected = direct_bytes(sim, ids)
         for i in warm:
@@ -157,7 +151,7 @@ def test_redis_absent_at_start_then_appears(sim: Sim, edges):
     started = time.monotonic()
     edge = edges("--redis", url)
     print(f"\nedge with no Redis answered /_edge/health {time.monotonic() - started:.2f}s after start")
-    ids = plate_images(sim, 3, 10) + plate_images(sim, 0, 300)[200:]
+    ids = sim.plate_images(3, 10) + sim.plate_images(0, 300)[200:]
     expected = direct_bytes(sim, ids)
     for i in ids[:10]:
         r = edge.get(thumb(i))

@@ -45,6 +45,12 @@ class Sim:
         client.headers["X-CSRFToken"] = token
         return client
 
+    def plate_images(self, plate_index: int, n: int, first: int = 0) -> list[int]:
+        """`n` image ids from a plate's grid, row-major from `first` (`public_images` is a small sample)."""
+        plate = self.info["plates"][plate_index]["id"]
+        grid = httpx.get(f"{self.url}/webgateway/plate/{plate}/0/", timeout=10).json()["grid"]
+        return [cell["id"] for row in grid for cell in row if cell][first:first + n]
+
     def stats(self) -> dict:
         return httpx.get(self.url + "/_sim/stats", timeout=5).json()
 
