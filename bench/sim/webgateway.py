@@ -122,13 +122,17 @@ async def dataset_children(ctx: Ctx) -> Response:
     return ctx.json(items)
 
 
-async def dataset_detail(ctx: Ctx) -> Response:
-    """datasetDetail_json (gw/views.py:1835-1843): a missing dataset is `None.simpleMarshal()`."""
-    dataset = _dataset(ctx)
-    if dataset is None:
+async def _detail(ctx: Ctx, kind: str, container) -> Response:
+    """A container's detail JSON; a missing one fails as `None.simpleMarshal()` does."""
+    if container is None:
         raise not_marshallable()
     async with ctx.work("container"):
-        return ctx.json(_container("Dataset", dataset))
+        return ctx.json(_container(kind, container))
+
+
+async def dataset_detail(ctx: Ctx) -> Response:
+    """datasetDetail_json (gw/views.py:1835-1843)."""
+    return await _detail(ctx, "Dataset", _dataset(ctx))
 
 
 async def project_list(ctx: Ctx) -> Response:
@@ -151,11 +155,7 @@ async def project_children(ctx: Ctx) -> Response:
 
 async def project_detail(ctx: Ctx) -> Response:
     """projectDetail_json (gw/views.py:1864-1878)."""
-    project = _project(ctx)
-    if project is None:
-        raise not_marshallable()
-    async with ctx.work("container"):
-        return ctx.json(_container("Project", project))
+    return await _detail(ctx, "Project", _project(ctx))
 
 
 # ---- plates and wells ---------------------------------------------------------------------------
