@@ -4,8 +4,8 @@ No ports, no processes, no sleeps: the edge's upstream pools get the sim apps as
 the test drives the edge through `httpx.ASGITransport`, and the edge's clock is a `FakeClock` the
 test moves. A test module imports the fixtures it uses (`from tests.inprocess import anyio_backend,
 edge_app, …`; `pytest_plugins` would work too, but pytest then warns that the module it already
-imported cannot be assertion-rewritten) and sets `pytestmark = pytest.mark.anyio`. Fixture names avoid `sim`, `*_sim` and `edge`, which the
-conftest marks `process`.
+imported cannot be assertion-rewritten) and sets `pytestmark = pytest.mark.anyio`. Fixture names
+avoid `sim`, `*_sim` and `edge`, which the conftest marks `process`.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -51,23 +52,30 @@ class TargetTransport(httpx.AsyncBaseTransport):
 
     edge/upstream.py sends every request to `<base>/` with the real request target (path and query,
     sent as given) in `extensions["target"]`; a socket transport writes it on the request line, but
-    ASGITransport builds the scope from the URL, so the URL is rebuilt from it first. `unreachable`
-    makes every request fail as a refused connection would (the edge's UpstreamError path)."""
+    ASGITransport builds the scope from the URL. The scope's path is set from the target instead (not
+    via the URL: httpx would drop `..` segments, which a real server passes on). `unreachable` makes
+    every request fail as a refused connection would (the edge's UpstreamError path)."""
 
     def __init__(self, app: Starlette) -> None:
-        self.inner = httpx.ASGITransport(app)
+        self.app = app
         self.unreachable = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.unreachable:
             raise httpx.ConnectError("in-process upstream switched off", request=request)
         target = request.extensions.get("target")
-        if target is not None:
-            request.url = request.url.copy_with(raw_path=target)
-        return await self.inner.handle_async_request(request)
+        app = self.app if target is None else _at_target(self.app, target)
+        return await httpx.ASGITransport(app).handle_async_request(request)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+
+def _at_target(app: Starlette, target: bytes) -> Callable:
+    """`app` seeing `target` as the request line's target, as an HTTP server would parse it."""
+    raw_path, _, query = target.partition(b"?")
+    path = unquote(raw_path.decode("latin-1"))
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        await app({**scope, "path": path, "raw_path": raw_path, "query_string": query}, receive, send)
+    return asgi
 
 
 @dataclass

@@ -204,3 +204,11 @@ async def test_bypass_goes_to_the_backend_every_time(edge_app: InprocEdge, sim_a
         assert cache(r) == "BYPASS"
     assert sim_apps.requests(endpoint) == 2
     assert edge_app.app.metrics.registry.get_sample_value("edge_bypass_total", {"reason": reason}) == 2
+
+
+async def test_the_backend_gets_the_target_as_received(edge_app: InprocEdge, sim_apps: SimApps):
+    """Passed through byte for byte: `..` is the backend's to resolve (it does not: a 404), never the edge's."""
+    image = sim_apps.public_images[0]
+    start, *_ = await edge_app.messages("GET", f"/webgateway/render_thumbnail/0/../{image}/?_=%2F")
+    assert (start["status"], dict(start["headers"])[b"x-edge-cache"]) == (404, b"BYPASS")
+    assert sim_apps.requests("render_thumbnail") == 0
