@@ -144,14 +144,16 @@ class Thumbnails:
             self.metrics.misses.inc()
             try:
                 results.update(await self._fill(req, path, missing, extra))
-            except UpstreamError as exc:
-                if len(stale) + len(served) < len(ids):
+            except (UpstreamError, BatchFailed) as exc:
+                # Failing (unreachable, timed out, 5xx): stale copies answer if every member has one.
+                failing = isinstance(exc, UpstreamError) or exc.entry.status >= 500
+                if not failing or len(stale) + len(served) < len(ids):
+                    if isinstance(exc, BatchFailed):
+                        return await delivery.respond(req, send, exc.entry, CacheStatus.MISS, "")
                     return await delivery.error(req, send, exc)
                 results.update({i: uri_json(e) for i, e in stale.items()})
                 status = CacheStatus.STALE
                 self.metrics.stale.inc()
-            except BatchFailed as failed:
-                return await delivery.respond(req, send, failed.entry, CacheStatus.MISS, "")
         elif status is CacheStatus.HIT:
             for tier in tiers:
                 self.metrics.hot.hits[tier] += 1

@@ -156,10 +156,7 @@ async def test_batch_members_stale_while_revalidate(make_edge: MakeEdge, sim_app
 
 
 @pytest.mark.parametrize("failure", [
-    pytest.param("down", marks=pytest.mark.xfail(strict=True, reason=(
-        "edge bug: Thumbnails.serve answers a 5xx BatchFailed with the backend's answer even when every "
-        "member has a stale copy; the same thumbnails singly, or the batch with the backend unreachable, "
-        "are served STALE"))),
+    "down",
     "unreachable",
 ])
 async def test_batch_stale_if_error(make_edge: MakeEdge, sim_apps: SimApps, failure: str):
