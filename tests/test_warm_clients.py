@@ -7,6 +7,7 @@ planned URL must share its cache key with the request the client sends (cache-bu
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,6 +16,7 @@ import pytest
 from edge.keys import key_for
 from edge.protocol import DEFAULT_THUMBNAILS_BATCH
 from warm.cli import UsageError, parser, Run
+from warm.enumerate_api import ApiSource
 from warm.model import API, GRID, IMGDATA, THUMB, TILE, WELL, ImageList, PlateLayout, Ref
 from warm.plan import GALLERY, Planner, batches, slider_pages
 from warm.tiles import (browser_query, classic_params, classic_urls, js_json, js_number, parse_levels,
@@ -260,3 +262,29 @@ def test_iviewers_thumbnail_slider_pages_of_a_dataset():
     assert not any("limit=10" in i.url for i in Planner(frozenset({API})).plan(Ref("orphans", "images"),
                                                                                 ImageList([1], 1)))
     assert key(urls[1]) == key("/api/v0/m/datasets/201/images/?offset=0&limit=10&_=1700000000002")
+
+
+def test_the_api_source_lists_wells_and_runs_for_the_well_panel():
+    def cell(image: int, well: int) -> dict:
+        return {"id": image, "wellId": well, "date": 1602976060}
+
+    docs = {
+        "/api/v0/m/plates/7/": {"data": {"omero:wellsampleIndex": [0, 1]}},
+        "/webgateway/plate/7/0/": {"grid": [[cell(1, 70), None], [cell(3, 72), cell(4, 73)]]},
+        "/webgateway/plate/7/1/": {"grid": [[cell(5, 70), None], [None, cell(8, 73)]]},
+        "/api/v0/m/plates/7/plateacquisitions/": {"data": [{"@id": 9, "omero:wellsampleIndex": [0, 1]}],
+                                                  "meta": {"totalCount": 1}},
+    }
+
+    class Api:
+        async def get(self, url, params=None):
+            return docs[url], "MISS"
+
+        async def get_json(self, url, params=None):
+            return docs[url]
+
+    layout = asyncio.run(ApiSource(Api()).plate(Ref("plate", 7), frozenset({WELL})))
+    assert layout.fields == [[1, 3, 4], [5, 8]] and layout.well_ids == [70, 72, 73]
+    assert layout.acquisitions == [(9, 2)]  # runs are listed for their wells' ?run= children
+    urls = [i.url for i in Planner(frozenset({WELL})).plan(Ref("plate", 7), layout)]
+    assert urls == [f"/webgateway/well/{w}/children/{q}" for q in ("", "?run=9") for w in (70, 72, 73)]

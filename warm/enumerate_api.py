@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from .dates import omero_time
 from .http1 import Http1Pool, HttpError
-from .model import API, GRID, ImageList, PlateLayout, Ref
+from .model import API, GRID, WELL, ImageList, PlateLayout, Ref
 from .retry import delay
 
 START_LIMIT = 500  # omero.web.api.max_limit default; replaced by meta.maxLimit after the first page
@@ -141,7 +141,7 @@ class ApiSource:
         if self.since is not None and not any(fields):
             return None
         runs: list[tuple[int, int]] = []
-        if kinds & {GRID, API}:  # runs: their grids and their listing
+        if kinds & {GRID, API, WELL}:  # runs: their grids, their listing and their wells' children
             async for acq in self._rows(f"/api/v0/m/plates/{pid}/plateacquisitions/"):
                 span = acq.get("omero:wellsampleIndex")
                 runs.append((acq["@id"], span[1] - span[0] + 1 if isinstance(span, list) and len(span) == 2 else 1))
