@@ -11,13 +11,19 @@ whole (`asyncio.timeout`), which costs nothing per request.
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import socket
 import ssl
+import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from urllib.parse import quote
 
 from hpack.huffman_table import decode_huffman
+from xstatic.pkg.jquery import VERSION as JQUERY_VERSION     # the jQuery the plate pages load
 
 USER_AGENT = b"omero-edge-bench/1"
 H1_CONNECTIONS = 6                    # a browser's per-host limit
@@ -40,6 +46,7 @@ class ClientError(RuntimeError):
 class Response:
     status: int
     body: bytes
+    content_type: bytes = b""          # the header's raw value (b"" when absent)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class _H1Connection:
             body = await self.reader.readexactly(int(hdrs.get(b"content-length", b"0")))
         if hdrs.get(b"connection", b"").lower() == b"close" or parts[0] == b"HTTP/1.0":
             self.reusable = False
-        return Response(int(parts[1]), body)
+        return Response(int(parts[1]), body, hdrs.get(b"content-type", b""))
 
     async def _chunked(self) -> bytes:
         out = bytearray()
@@ -164,6 +171,7 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
 SETTINGS_INITIAL_WINDOW_SIZE = 4
 STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}   # RFC 7541 appendix A
+STATIC_CONTENT_TYPE = 31
 STATIC_ENTRIES = 61
 
 
@@ -216,7 +224,14 @@ def _plain(raw: bytes, huffman: bool) -> bytes:
 
 def response_status(block: bytes) -> int:
     """The :status of a header block encoded without the dynamic table (table size 0)."""
-    status, i = 0, 0
+    return response_head(block)[0]
+
+
+def response_head(block: bytes) -> tuple[int, bytes]:
+    """(:status, content-type) of a header block encoded without the dynamic table (table size 0).
+
+    Only these two values are Huffman-decoded; every other field is skipped."""
+    status, content_type, i = 0, b"", 0
     while i < len(block):
         byte = block[i]
         if byte & 0x80:                                   # indexed field
@@ -238,15 +253,18 @@ def response_status(block: bytes) -> int:
         raw, huffman, i = _read_string(block, i)
         if index in STATIC_STATUS or name == b":status":
             status = int(_plain(raw, huffman))
+        elif index == STATIC_CONTENT_TYPE or name == b"content-type":
+            content_type = _plain(raw, huffman)
     if not status:
         raise ClientError("response without :status")
-    return status
+    return status, content_type
 
 
 @dataclass
 class _Stream:
     future: asyncio.Future
     status: int = 0
+    content_type: bytes = b""
     block: bytearray = field(default_factory=bytearray)
     chunks: list[bytes] = field(default_factory=list)
     unacked: int = 0
@@ -333,9 +351,10 @@ class H2Session:
                 self.continuing = stream
                 return
             self.continuing = None
-            status = response_status(bytes(stream.block))
+            status, content_type = response_head(bytes(stream.block))
             stream.block.clear()
-            stream.status = stream.status or status     # a second block is trailers
+            if not stream.status:                       # a second block is trailers
+                stream.status, stream.content_type = status, content_type
             if flags & END_STREAM:
                 self._finish(sid)
         elif ftype == SETTINGS and not flags & ACK:
@@ -366,7 +385,7 @@ class H2Session:
 
     def _finish(self, sid: int) -> None:
         stream = self.streams.pop(sid)
-        stream.future.set_result(Response(stream.status, b"".join(stream.chunks)))
+        stream.future.set_result(Response(stream.status, b"".join(stream.chunks), stream.content_type))
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return (await self.get_many([path], headers))[0]
@@ -408,3 +427,60 @@ def open_session(transport: Transport, host: str, port: int, tls: ssl.SSLContext
     if transport is Transport.H1:
         return H1Session(host, port)
     return H2Session(host, port, tls if transport is Transport.H2_TLS else None)
+
+
+# --- what a page's jQuery adds to its requests --------------------------------------------------
+
+def js_param(pairs: Iterable[tuple[str, object]]) -> str:
+    """`jQuery.param(pairs, true)`: encodeURIComponent on names and values, repeated names kept."""
+    return "&".join(f"{quote(str(k), safe=_URI_COMPONENT)}={quote(str(v), safe=_URI_COMPONENT)}" for k, v in pairs)
+
+
+_URI_COMPONENT = "!'()*"            # what encodeURIComponent leaves besides letters, digits and -_.~
+
+
+class JQuery:
+    """One page's jQuery (jquery.js 3.7.1), as far as its URLs go.
+
+    `expando` is "jQuery" + the digits of version and Math.random(); one counter, `nonce.guid`,
+    starts at Date.now() and numbers both the JSONP callbacks (`expando_<n>`) and the `_=<n>`
+    cache-busters of `cache: false` requests (dataType "jsonp" turns caching off). A callback
+    name is handed back when its request completes, before the success handler runs, and the
+    next JSONP request reuses it (`oldCallbacks`), so the first request issued from a success
+    handler carries the name of the request that just answered."""
+
+    def __init__(self, now_ms: int | None = None, rng: random.Random | None = None) -> None:
+        self.expando = "jQuery" + re.sub(r"\D", "", JQUERY_VERSION + repr((rng or random).random()))
+        self.guid = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        self.free: list[str] = []
+
+    def _next(self) -> int:
+        self.guid += 1
+        return self.guid - 1
+
+    def uncached(self, url: str) -> str:
+        """`$.ajax({url, cache: false})`: `_=<counter>` appended."""
+        return f"{url}{'&' if '?' in url else '?'}_={self._next()}"
+
+    def jsonp(self, url: str) -> tuple[str, str]:
+        """`$.ajax({url, dataType: "jsonp"})` (gs_json): (the URL sent, the callback name).
+
+        The callback goes after the URL's own query, `_` last."""
+        name = self.free.pop() if self.free else f"{self.expando}_{self._next()}"
+        return self.uncached(f"{url}{'&' if '?' in url else '?'}callback={name}"), name
+
+    def done(self, name: str) -> None:
+        """The request using `name` completed: the name is free again."""
+        self.free.append(name)
+
+
+JSONP_TYPE = b"application/javascript"
+
+
+def unwrap_jsonp(response: Response, name: str) -> bytes | None:
+    """The JSON inside `NAME(<json>)` served as application/javascript; None if the answer is not that."""
+    body = response.body
+    if (not response.content_type.split(b";")[0].strip().lower() == JSONP_TYPE
+            or not body.startswith(name.encode() + b"(") or not body.endswith(b")")):
+        return None
+    return body[len(name) + 1:-1]

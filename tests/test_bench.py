@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
+import re
 import socket
 import subprocess
 import time
@@ -17,7 +19,9 @@ import pytest
 
 from bench import commands
 from bench.browser import chromium
-from bench.clients import ClientError, response_status
+from bench.clients import JQUERY_VERSION, ClientError, JQuery, Response, js_param, response_head, response_status, \
+    unwrap_jsonp
+from bench.scenarios.tiles import render_params
 from tests.helpers import find_binary, script
 
 TINY = ["--speed", "0", "--repeat", "1", "--workers", "4"]
@@ -26,6 +30,7 @@ RECORD_KEYS = {"target", "mode", "transport", "rtt_ms", "median_s", "p95_s", "mi
 
 needs_nginx = pytest.mark.skipif(find_binary("nginx") is None, reason="nginx not installed (make system-deps)")
 needs_h2load = pytest.mark.skipif(find_binary("h2load") is None, reason="h2load not installed (make system-deps)")
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="Chromium not installed (make system-deps)")
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -91,8 +96,8 @@ def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
     assert {r["target"] for r in results} == {"direct", "edge-warm", "nginx-cold"}
     for r in results:
         assert r["rtt_ms"] == 10 and r["mode"] == "viewer"
-        assert r["requests"] > 10                       # imgData + the tiles of six views
-        assert r["min_s"] >= 0.010 * 3                  # handshake + imgData + at least one view, each ≥ 1 RTT
+        assert r["requests"] > 10                       # image_data, the bird's-eye view, the tiles of six views
+        assert r["min_s"] >= 0.010 * 3                  # handshake + image_data + at least one view, each ≥ 1 RTT
     assert next(r for r in results if r["target"] == "edge-warm")["backend_renders"] == 0
 
 
@@ -177,11 +182,62 @@ def test_hpack_status_without_dynamic_table() -> None:
 
 @pytest.mark.process
 @needs_nginx
-@pytest.mark.skipif(chromium() is None, reason="Chromium not installed: apt-get install chromium (kept out of "
-                                               "system-deps: ~300 MB)")
+@needs_chromium
 def test_plate_384_in_headless_chromium(tmp_path: Path) -> None:
+    """The bench page in headless Chromium, through an edge filled by `warm plate`: jQuery's JSONP requests
+    (checked by the bench against the shapes below), every well's thumbnail, no backend request at all
+    (the sim's /_sim/stats around the load)."""
     out = tmp_path / "browser.json"
-    bench("plate-384", "--browser", *TINY, "--rtt", "0", "--targets", "direct,edge-warm", "--json", str(out))
-    [record] = json.loads(out.read_text())["results"]            # direct has no TLS: no browser row
+    started = time.monotonic()
+    bench("plate-384", "--browser", *TINY, "--rtt", "0", "--targets", "edge-warm", "--json", str(out))
+    assert time.monotonic() - started < 60
+    [record] = json.loads(out.read_text())["results"]
     assert record["target"] == "edge-warm" and record["transport"] == "h2-tls" and record["client"] == "chromium"
-    assert record["backend_renders"] == 0 and record["requests"] > 1 and record["median_s"] > 0
+    assert record["backend_requests"] == 0 and record["backend_renders"] == 0 and record["median_s"] > 0
+    assert 300 < record["wells"] <= 384 and record["thumbnails"] == record["wells"]
+    assert record["requests"] == 1 + -(-record["wells"] // record["batch"]) and record["batch"] == 50
+    assert record["jquery"] == JQUERY_VERSION and record["bytes"] > 0
+    grid, batch = record["example_urls"]
+    jsonp = r"callback=jQuery[0-9]+_([0-9]+)&_=([0-9]+)"
+    grid_n, grid_ts = map(int, re.fullmatch(rf"/webgateway/plate/[0-9]+/0/\?{jsonp}", grid).groups())
+    batch_match = re.fullmatch(rf"/webgateway/get_thumbnails/\?(?:id=[0-9]+&){{50}}{jsonp}", batch)
+    name_n, batch_ts = map(int, batch_match.groups())
+    assert grid_ts == grid_n + 1 and name_n == grid_n and batch_ts == grid_n + 2   # jQuery reuses the freed name
+    assert abs(grid_n / 1000 - time.time()) < 120                                  # the counter starts at Date.now()
+
+
+def test_jquery_urls_and_jsonp_answers() -> None:
+    """bench's JQuery: the URLs a page's jQuery 3.7.1 makes for gs_json and cache:false, and the JSONP check."""
+    jq = JQuery(now_ms=1_700_000_000_000, rng=random.Random(1))
+    assert re.fullmatch(r"jQuery371[0-9]{12,20}", jq.expando)
+    grid, name = jq.jsonp("/webgateway/plate/7/0/")
+    assert grid == f"/webgateway/plate/7/0/?callback={jq.expando}_1700000000000&_=1700000000001"
+    jq.done(name)
+    batch, again = jq.jsonp("/webgateway/get_thumbnails/?" + js_param([("id", 1), ("id", 2)]))
+    assert again == name and batch == f"/webgateway/get_thumbnails/?id=1&id=2&callback={name}&_=1700000000002"
+    assert jq.jsonp("/webgateway/get_thumbnails/?id=3")[1] == f"{jq.expando}_1700000000003"
+    assert jq.uncached("/iviewer/image_data/5/") == "/iviewer/image_data/5/?_=1700000000005"
+    assert unwrap_jsonp(Response(200, b'cb({"a": 1})', b"application/javascript"), "cb") == b'{"a": 1}'
+    assert unwrap_jsonp(Response(200, b'{"a": 1}', b"application/json"), "cb") is None
+    assert unwrap_jsonp(Response(200, b'other({"a": 1})', b"application/javascript"), "cb") is None
+    assert response_head(b"\x88\x5f\x16application/javascript") == (200, b"application/javascript")
+
+
+def test_iviewer_tile_query_as_a_browser_sends_it() -> None:
+    """Active channels only in c, one maps entry each (quantization only off linear, coefficient only off
+    linear and logarithmic), numbers as JavaScript writes them, the query escaped as Chromium escapes it."""
+    window, linear = {"start": 0.0, "end": 255.0}, {"family": "linear", "coefficient": 1.0}
+    img = {"channels": [
+        {"active": True, "window": window, "color": "FF0000", "inverted": False, **linear},
+        {"active": False, "window": window, "color": "00FF00", "inverted": None, **linear},
+        {"active": True, "window": {"start": 10.5, "end": 1e6}, "color": "0000FF", "lut": "cool.lut", "inverted": True,
+         "family": "exponential", "coefficient": 2.0},
+        {"active": True, "window": window, "color": "FFFFFF", "inverted": None, "family": "logarithmic",
+         "coefficient": 1.5}],
+        "rdefs": {"model": "color", "projection": "normal"}}
+    assert render_params(img) == (
+        "c=1|0:255$FF0000,3|10.5:1000000$cool.lut,4|0:255$FFFFFF"
+        "&maps=[{%22inverted%22:{%22enabled%22:false}},"
+        "{%22inverted%22:{%22enabled%22:true},%22quantization%22:{%22family%22:%22exponential%22,%22coefficient%22:2}},"
+        "{%22inverted%22:{%22enabled%22:false},%22quantization%22:{%22family%22:%22logarithmic%22}}]"
+        "&m=c&p=normal&q=0.9")

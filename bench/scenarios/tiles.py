@@ -1,9 +1,13 @@
 """`bench tiles`: a viewer opens a pyramid image, zooms in level by level, then pans.
 
-Like iviewer (OpenLayers): it fetches `imgData`, then for each view the tiles that cover a
-1280×800 viewport, all at once, as `render_image_region/<id>/<z>/<t>/?tile=<lvl>,<x>,<y>,<tw>,
-<th>&c=…&m=c&p=normal&q=0.9&maps=…` with the rendering settings from imgData. A tile already
-fetched in this visit is not fetched again (the viewer's tile cache). Views: the whole image at
+Like OMERO.iviewer (clients.md §4): it fetches `/iviewer/image_data/<id>/?_=<n>` (jQuery with
+`cache: false`), then, as the map opens, the bird's-eye thumbnail
+`/webgateway/render_thumbnail/<id>/?rev=<Date.now()>-<viewer config id>` together with the first
+view's tiles, and for each view the tiles that cover a 1280×800 viewport, all at once, as
+`render_image_region/<id>/<z>/<t>/?tile=<lvl>,<x>,<y>,<tw>,<th>&c=…&maps=…&m=…&p=…&q=0.9`
+(Image.js's tileUrlFunction: active channels only in `c`, one `maps` entry each, JSON.stringify,
+the URL escaped as a browser escapes a query). A tile already fetched in this visit is not
+fetched again (the viewer's tile cache). Views: the whole image at
 the lowest resolution, each finer level down to four levels, then a pan right and a pan down.
 Warm targets are filled by one identical visit (nginx has no warmer; the edge's warmer only
 covers the first levels a viewer opens).
@@ -12,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from urllib.parse import quote
 
-from bench.clients import Session, Tally, Transport
+from bench.clients import JQuery, Session, Tally, Transport
 from bench.measure import LoadFailed, Meter, Primer
 from bench.targets import Edge, Stack, Target
 
@@ -23,13 +28,41 @@ ZOOM_STEPS = 4
 MODES = ("viewer",)
 
 
+# What a browser leaves unescaped in a URL's query (WHATWG URL: the special-query percent-encode set is
+# controls, space, ", #, <, >, '), so `maps=[{"inverted":…}]` goes out as `maps=[{%22inverted%22:…}]`.
+BROWSER_QUERY_SAFE = "!$%&()*+,-./:;=?@[\\]^_`{|}~"
+
+
+def js_number(value: float | int) -> str:
+    """A number as JavaScript's String() writes it (integers without ".0")."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
+
+
 def render_params(img: dict) -> str:
-    """iviewer's c/m/p/q/maps query from imgData's channels."""
-    channels = img["channels"]
-    c = ",".join(f"{'' if ch['active'] else '-'}{i + 1}|{ch['window']['start']:g}:{ch['window']['end']:g}"
-                 f"${ch['color']}" for i, ch in enumerate(channels))
-    maps = json.dumps([{"inverted": {"enabled": bool(ch.get("inverted"))}} for ch in channels], separators=(",", ":"))
-    return f"c={quote(c, safe=',|:$')}&m=c&p=normal&q=0.9&maps={quote(maps, safe='')}"
+    """iviewer's c/maps/m/p/q query from image_data's channels and rdefs (source/Image.js tileUrlFunction,
+    on first opening: the saved settings are the current ones)."""
+    channels, maps = [], []
+    for i, ch in enumerate(img["channels"]):
+        if not ch["active"]:
+            continue                                # only active channels are listed
+        color = ch["lut"] if isinstance(ch.get("lut"), str) and ch["lut"] else ch["color"]
+        channels.append(f"{i + 1}|{js_number(ch['window']['start'])}:{js_number(ch['window']['end'])}${color}")
+        entry: dict = {"inverted": {"enabled": ch.get("inverted") is True}}
+        family, coefficient = ch.get("family"), ch.get("coefficient")
+        if isinstance(family, str) and family not in ("", "linear") and isinstance(coefficient, (int, float)) \
+                and not math.isnan(coefficient):
+            entry["quantization"] = {"family": family}
+            if family != "logarithmic":
+                entry["quantization"]["coefficient"] = int(coefficient) if float(coefficient).is_integer() \
+                    else coefficient                # JSON.stringify(1.0) is "1"
+        maps.append(entry)
+    model = (img.get("rdefs", {}).get("model") or "color")[0]
+    projection = img.get("rdefs", {}).get("projection") or "normal"
+    query = (f"c={','.join(channels)}&maps={json.dumps(maps, separators=(',', ':'))}&m={model}&p={projection}"
+             "&q=0.9")
+    return quote(query, safe=BROWSER_QUERY_SAFE)
 
 
 def views(img: dict) -> list[tuple[int, float, float]]:
@@ -85,12 +118,16 @@ class TilesScenario:
         return {"image_id": self.image_id, "viewport": list(VIEWPORT), "zoom_steps": ZOOM_STEPS}
 
     async def load(self, session: Session, mode: str) -> Tally:
-        tally = Tally()
-        meta = await session.get(f"/webgateway/imgData/{self.image_id}/")
+        tally, jq = Tally(), JQuery()
+        config_id = time.time_ns() // 1_000_000             # ImageConfig.id = new Date().getTime()
+        meta = await session.get(jq.uncached(f"/iviewer/image_data/{self.image_id}/"))
         tally.add(meta)
         if meta.status != 200:
             return tally
-        for frame in tile_paths(json.loads(meta.body)):
+        frames = tile_paths(json.loads(meta.body))
+        birds_eye = f"/webgateway/render_thumbnail/{self.image_id}/?rev={time.time_ns() // 1_000_000}-{config_id}"
+        frames[0].insert(0, birds_eye)
+        for frame in frames:
             for response in await session.get_many(frame):
                 tally.add(response)
         return tally

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,6 +20,17 @@ from bench.sim.http import routes
 from bench.sim.state import Sim
 
 PLATE_PAGE = Path(__file__).parent / "static" / "plate.html"
+JQUERY_URL = "/static/jquery.min.js"      # the plate page's <script src>
+
+
+def jquery_file() -> Path:
+    """jquery.min.js of the installed xstatic-jquery package (the plate pages load it; never copied here)."""
+    import xstatic.pkg.jquery as xjq
+    return Path(xjq.BASE_DIR) / "jquery.min.js"
+
+
+async def _jquery(_: Request) -> FileResponse:
+    return FileResponse(jquery_file(), media_type="application/javascript")
 
 
 def _plate_page(config: SimConfig) -> Callable[[Request], Awaitable[HTMLResponse]]:
@@ -54,7 +65,8 @@ def create_app(config: SimConfig, sim: Sim | None = None) -> Starlette:
     table = (webgateway.ENDPOINTS + webclient.ENDPOINTS + iviewer.ENDPOINTS + api.ENDPOINTS
              + simroutes.ENDPOINTS)
     page = _plate_page(config)
-    app = Starlette(routes=[Route("/", page), Route("/plates/", page), *routes(sim, table)])
+    app = Starlette(routes=[Route("/", page), Route("/plates/", page), Route(JQUERY_URL, _jquery),
+                            *routes(sim, table)])
     app.router.redirect_slashes = False
     app.router.default = _append_slash(app.router)
     app.state.sim = sim
