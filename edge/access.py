@@ -47,6 +47,20 @@ class AccessChecker:
         return list(await asyncio.gather(*(self._check(requester, obj) if obj.split(":")[0] in BY_NAME
                                            else _true() for obj in objects)))
 
+    def granted(self, requester: Requester, objects) -> None:
+        """The backend just answered this requester 200 for `objects` with their own cookie: that is a
+        passed read check (their next hits need not ask again within access_ttl)."""
+        if requester.audience == PUBLIC or self.ttl <= 0:
+            return
+        expiry = time.monotonic() + self.ttl
+        for obj in objects:
+            if obj.split(":")[0] in BY_NAME:
+                pair = (requester.session or requester.audience or "", obj)
+                self._memo[pair] = expiry
+                self._memo.move_to_end(pair)
+        while len(self._memo) > self.size:
+            self._memo.popitem(last=False)
+
     async def _check(self, requester: Requester, obj: str) -> bool:
         pair = (requester.session or requester.audience or "", obj)
         now = time.monotonic()

@@ -267,6 +267,8 @@ class Edge:
         entry = self.policy.entry(req, resp.status_code, content_type, resp.content, epoch=epoch, started=started,
                                   extra=extra)
         route = req.route
+        if entry.status == 200:
+            self.access.granted(req.requester, req.objects())
         if route.name in METADATA_ROUTES:
             self.loading.observe(req, entry)
             if entry.status == 200:

@@ -90,6 +90,7 @@ class Thumbnails:
             value = fetched.values[m.image_id] = data.get(str(m.image_id))
             fetched.entries[m.image_id] = self.policy.thumbnail(m.key, m.image_id, value, public=req.public,
                                                                 epoch=epoch, started=started)
+        self.access.granted(req.requester, [f"image:{i}" for i, v in fetched.values.items() if v is not None])
         candidates = [(i, e) for i, e in fetched.entries.items() if e is not None]
         for (image_id, _), ok in zip(candidates, await self.final(req, candidates)):
             if not ok:  # OMERO's loading picture: answered as sent, never stored
