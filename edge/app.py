@@ -272,10 +272,10 @@ class Edge:
         if route.name in METADATA_ROUTES:
             self.loading.observe(req, entry)
             if entry.status == 200:
-                self.classifier.learn_channels(int(req.groups[route.image_group]), entry.body)
+                self.classifier.learn_channels(req.image_id, entry.body)
         if store and self.policy.storable(route, entry, content_type) and (
                 not is_thumbnail(route)
-                or (await self.loading.final(req, [(int(req.groups[route.image_group]), entry)]))[0]):
+                or (await self.loading.final(req, [(req.image_id, entry)]))[0]):
             await self.cache.put_many([(req.digest, entry)])
         return entry
 

@@ -52,7 +52,7 @@ class ThumbnailCoalescer:
     async def fill(self, req: Request, alone: Callable[[], Awaitable[Entry]]) -> Entry:
         """The entry for one default-size thumbnail, fetched in a batch with its neighbours in time."""
         group = (req.route.batch, req.requester.audience, req.requester.session)
-        pending = _Pending(req, Member(int(req.groups[req.route.image_group]), req.key, req.digest))
+        pending = _Pending(req, Member(req.image_id, req.key, req.digest))
         members = self._groups.setdefault(group, [])
         members.append(pending)
         if len(members) == 1:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 
 from .entry import Entry
 from .origin import Origin
@@ -61,7 +61,7 @@ class LoadingThumbnails:
 
     def observe(self, req: Request, entry: Entry) -> None:
         """An imgData / image_data answer: whether the image's pyramid is in progress now."""
-        image_id = int(req.groups[req.route.image_group])
+        image_id = req.image_id
         if not says_in_progress(entry.body):
             self._marked.pop(image_id, None)
             return

@@ -19,15 +19,6 @@ from .upstream import Upstream as Pool, UpstreamError
 _FORWARDED_FOR_CACHE = frozenset({"accept", "x-requested-with", "user-agent", "host"})
 
 
-def forwarded(scope: dict, headers: dict[bytes, bytes]) -> list[tuple[str, str]]:
-    """X-Forwarded-*: extend what a proxy in front (nginx) said, or say it ourselves."""
-    client = (scope.get("client") or ("",))[0]
-    chain = headers.get(b"x-forwarded-for", b"").decode("latin-1")
-    return [("x-forwarded-for", f"{chain}, {client}" if chain else client),
-            ("x-forwarded-proto", headers.get(b"x-forwarded-proto", scope.get("scheme", "http").encode()).decode("latin-1")),
-            ("x-forwarded-host", headers.get(b"x-forwarded-host", headers.get(b"host", b"")).decode("latin-1"))]
-
-
 def forwarded_for_fill(req: Request) -> list[tuple[str, str]]:
     """A fill's X-Forwarded-*: the scheme and host the key was built for, never the client's own
     (OMERO.web may build links from them: `use_x_forwarded_host`, `secure_proxy_ssl_header`)."""

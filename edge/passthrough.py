@@ -5,7 +5,6 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from .metrics import Metrics
-from .origin import forwarded
 from .routes import Upstream, match
 from .status import Bypass, CacheStatus
 from .upstream import HOP_BY_HOP, Upstream as Pool, UpstreamError
@@ -55,6 +54,16 @@ class Passthrough:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await resp.aclose()
+
+
+def forwarded(scope: dict, headers: dict[bytes, bytes]) -> list[tuple[str, str]]:
+    """X-Forwarded-* of a passed-through request: extend what a proxy in front (nginx) said, or say it
+    ourselves (nothing passed through is cached, so the client's own headers poison nothing)."""
+    client = (scope.get("client") or ("",))[0]
+    chain = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    return [("x-forwarded-for", f"{chain}, {client}" if chain else client),
+            ("x-forwarded-proto", headers.get(b"x-forwarded-proto", scope.get("scheme", "http").encode()).decode("latin-1")),
+            ("x-forwarded-host", headers.get(b"x-forwarded-host", headers.get(b"host", b"")).decode("latin-1"))]
 
 
 async def _request_body(receive: Receive):

@@ -38,6 +38,12 @@ class Request:
     def public(self) -> bool:
         return self.requester.audience == PUBLIC
 
+    @property
+    def image_id(self) -> int | None:
+        """The image the URL names, if any (the route row's image group)."""
+        ident = self.groups.get(self.route.image_group)
+        return int(ident) if ident is not None else None
+
     def upstream_target(self) -> str:
         """Path and query a fill sends upstream: as received, less the JSONP callback."""
         qs = upstream_query(self.scope["query_string"]) if self.callback is not None else self.scope["query_string"]
@@ -97,7 +103,7 @@ class Classifier:
 
     def hot(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str] | None:
         """The (key, digest) an anonymous URL had before: the hit path skips parsing and key building."""
-        return self._hot.get((scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme")))
+        return self._hot.get(_hot_key(scope, headers))
 
     async def classify(self, scope: dict, headers: dict[bytes, bytes], anonymous: bool) -> Request | Bypass:
         parsed = parse(scope["path"], scope["query_string"])
@@ -107,16 +113,19 @@ class Classifier:
         if requester.audience is None:
             return requester.reason
         host = link_origin(self.settings, scope.get("scheme", "http"), headers.get(b"host", b"-").decode("latin-1"))
-        route, groups = parsed[0], parsed[1]
-        channels = self.channels.get(int(groups[route.image_group])) if route.image_group in groups else None
-        req = keyed(Request(scope, *parsed, requester, headers, host), self.settings.thumb_default_size, channels)
+        req = Request(scope, *parsed, requester, headers, host)
+        keyed(req, self.settings.thumb_default_size, self.channels.get(req.image_id))
         req.warm = warm_mode(headers, self.settings.warm_token)
         if anonymous and req.key:
             if len(self._hot) >= _HOT_SIZE:
                 self._hot.clear()
-            self._hot[(scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme"))] = \
-                (req.key, req.digest)
+            self._hot[_hot_key(scope, headers)] = (req.key, req.digest)
         return req
+
+
+def _hot_key(scope: dict, headers: dict[bytes, bytes]) -> tuple:
+    """What makes two anonymous GETs the same request before any parsing: path, query, Host, scheme."""
+    return scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme")
 
 
 def link_origin(settings: Settings, scheme: str, host: str) -> str:

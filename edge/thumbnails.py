@@ -119,12 +119,13 @@ class Thumbnails:
         refresh: list[Member] = []
         missing: list[Member] = []
         tiers: set[str] = set()
+        warm = req.warm is not None
         for m, (entry, tier) in zip(members, found):
             action = decide(entry, now, refresh_before=req.warm or 0.0, swr=self.settings.stale_while_revalidate,
-                            warm=req.warm is not None)
+                            warm=warm)
             if action is Action.MISS:
                 missing.append(m)
-                if stale_on_error(entry, now, warm=req.warm is not None):
+                if stale_on_error(entry, now, warm=warm):
                     stale[m.image_id] = entry
                 continue
             served[m.image_id] = entry
@@ -169,11 +170,10 @@ class Thumbnails:
         answer = Entry.build("", 200, "application/json", body, ttl=0, stale=0, epoch=0, tags=(), public=req.public,
                              now=now, etag=f'"b{tag}-{len(body)}"' if tag else None)
         answer.compressible = False  # base64 JPEG gains ~25% from gzip, for milliseconds of CPU per batch
-        tier = ",".join(sorted(tiers)) if status is not CacheStatus.MISS else ""
-        if req.warm is not None:
-            return await delivery.warm(send, status, answer, ",".join(sorted(tiers)), ids=len(ids),
-                                       missing=len(missing))
-        await delivery.respond(req, send, answer, status, tier,
+        tier = ",".join(sorted(tiers))
+        if warm:
+            return await delivery.warm(send, status, answer, tier, ids=len(ids), missing=len(missing))
+        await delivery.respond(req, send, answer, status, tier if status is not CacheStatus.MISS else "",
                                max_age=min((e.max_age(now) for e in served.values()), default=0))
 
     async def _fill(self, req: Request, path: str, missing: list[Member], extra) -> dict[int, str]:
