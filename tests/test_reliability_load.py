@@ -1,7 +1,7 @@
 """Reliability under load: a bounded h2load run against `edge serve --workers 2`.
 
-URL list: the thumbnail of every image of the public plates (first pass misses, then hits; h2load's
-clients each walk the list from the top, so first requests for a URL coalesce). Zero failed
+URL list: the thumbnail of every image of the public plates (the warm-up pass misses, then hits;
+h2load's clients each walk the list from the top, so first requests for a URL coalesce). Zero failed
 requests, worker memory flat (RSS before/after from /proc) and no file-descriptor growth.
 """
 from __future__ import annotations
@@ -73,9 +73,13 @@ def test_h2load_zero_failures_flat_memory_no_fd_growth(sim: Sim, edges, tmp_path
     workers = children(edge.proc.pid)
     assert len(workers) == 2, workers
 
-    # warm-up: connection pools, imports, the first few hundred entries
-    counts, _, text = h2load(urls, 5000, timeout=60)
-    assert counts["succeeded"] == 5000, text
+    # warm-up: every h2load client walks the whole list once, so every entry is filled and the
+    # upstream connection pools reach their size here; misses in the measured run would open
+    # upstream connections and read as descriptor growth
+    warm = 10 * len(paths)
+    renders_start = sim.stats()["renders"].get("render_thumbnail", 0)
+    counts, _, text = h2load(urls, warm, timeout=90)
+    assert counts["succeeded"] == warm, text
     time.sleep(0.5)
     before = {pid: (rss_kb(pid), fds(pid)) for pid in workers}
     renders_before = sim.stats()["renders"].get("render_thumbnail", 0)
@@ -85,16 +89,20 @@ def test_h2load_zero_failures_flat_memory_no_fd_growth(sim: Sim, edges, tmp_path
     took = time.monotonic() - started
     time.sleep(1.0)  # let the server close h2load's connections
     after = {pid: (rss_kb(pid), fds(pid)) for pid in workers}
-    renders = sim.stats()["renders"].get("render_thumbnail", 0) - renders_before
+    renders_now = sim.stats()["renders"].get("render_thumbnail", 0)
+    renders, filled = renders_now - renders_before, renders_now - renders_start
     status = re.search(r"status codes: (.*)", text).group(1)
     print(f"\nh2load -n {REQUESTS} -c 10 -m 10 over {len(paths)} plate thumbnails: {counts}, {rate:.0f} req/s "
-          f"({took:.1f}s), status codes {status}; backend thumbnail renders {renders}")
+          f"({took:.1f}s), status codes {status}; backend thumbnail renders {renders} (warm-up and run: {filled})")
     for pid in workers:
         print(f"  worker {pid}: RSS {before[pid][0] / 1024:.1f} -> {after[pid][0] / 1024:.1f} MB, "
               f"fds {before[pid][1]} -> {after[pid][1]}")
     assert counts["succeeded"] == REQUESTS and counts["failed"] == counts["errored"] == counts["timeout"] == 0, text
     assert status.startswith(f"{REQUESTS} 2xx"), status
-    assert renders <= len(paths)  # every miss fetched once at most
+    # without Redis the two workers share the disk tier but not their fill locks: a miss is fetched
+    # once per worker at most (the images whose pyramid is still being built answer OMERO's
+    # "in progress" JPEG, which is never stored, so those few are fetched again in the measured run)
+    assert filled <= len(workers) * len(paths), (filled, renders)
     for pid in workers:
         assert after[pid][0] - before[pid][0] < 64 * 1024, (pid, before[pid], after[pid])
         assert after[pid][1] - before[pid][1] <= 8, (pid, before[pid], after[pid])
