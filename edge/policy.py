@@ -16,6 +16,7 @@ from .request import Request
 from .routes import Kind, Route
 from .settings import Settings
 
+_CSRF_FIELD = b"csrfmiddlewaretoken"  # Django's {% csrf_token %} input (clients.md §10)
 _DATA_URI = re.compile(r"^data:(image/[a-z]+);base64,(.*)$", re.S)
 
 
@@ -28,7 +29,9 @@ class EntryPolicy:
         """An answer as an entry: the route's TTL class (or ttl_negative), tags from the URL and the JSON."""
         s = self.settings
         ttl = getattr(s, "ttl_" + req.route.ttl) if status == 200 else s.ttl_negative
-        tags = req.objects() + (body_tags(body) if req.route.kind is Kind.JSON and status == 200 else ())
+        kind = req.route.kind
+        found = body_tags(body, kind) if kind in (Kind.JSON, Kind.HTML) and status == 200 else ()
+        tags = tuple(dict.fromkeys(req.objects() + found))
         etag = strong_etag(body)
         if is_thumbnail(req.route) and status == 200:
             tags += (body_tag(etag),)
@@ -46,6 +49,10 @@ class EntryPolicy:
         media = content_type.split(";")[0].strip()
         if route.kind is Kind.IMAGE:
             return media.startswith("image/")
+        if _CSRF_FIELD in entry.body:
+            return False  # a form for this viewer (the comment form of one who may annotate): never shared
+        if route.kind is Kind.HTML:
+            return media == "text/html"
         # An error reported inside a 200: OMERO's ConcurrencyException, iviewer's `{"error": …}`
         # (omero_iviewer/views.py, image_data's except branch).
         head = entry.body[:200]
@@ -86,25 +93,46 @@ def body_tag(etag: str) -> str:
     return "body:" + etag.strip('"')
 
 
-def body_tags(body: bytes) -> tuple[str, ...]:
-    """Images named inside JSON (plate grid cells, API objects), so purging an image reaches them."""
+# What names an object inside an answer: omero-marshal's `@type` (API v0, "…#Image"), the webclient's
+# `class` ("ImageI", wc/tree.py and api_annotations' `link.parent`), or the list a record sits in
+# (`{"images": [{"id": …}]}`, wc/tree.py marshal_*; the plate grid's `"type": "Image"` is a @type too).
+_TYPE_NAMES = {"image": "image", "well": "well", "plate": "plate", "plateacquisition": "plateacquisition",
+               "screen": "screen", "project": "project", "dataset": "dataset"}
+_LIST_KINDS = {"images": "image", "wells": "well", "plates": "plate", "acquisitions": "plateacquisition",
+               "screens": "screen", "projects": "project", "datasets": "dataset"}
+# The webclient's panels link each image they show to its viewer (wc/urls.py:184-187, `img_detail/<iid>/`).
+_VIEWER_LINK = re.compile(rb"/img_detail/([0-9]{1,18})/")
+
+
+def body_tags(body: bytes, kind: Kind = Kind.JSON) -> tuple[str, ...]:
+    """Objects named inside an answer (grid cells, listed records, annotated parents, linked images),
+    so purging one reaches the lists and panels that show it."""
+    if kind is Kind.HTML:
+        return tuple(tag("image", i) for i in sorted({int(m) for m in _VIEWER_LINK.findall(body)}))
     try:
         doc = json.loads(body)
     except ValueError:
         return ()
-    ids: set[int] = set()
-    stack = [doc]
+    found: set[tuple[str, int]] = set()
+    stack: list[tuple[object, str | None]] = [(doc, None)]
     while stack:
-        node = stack.pop()
+        node, hint = stack.pop()
         if isinstance(node, dict):
-            kind = node.get("@type") or node.get("type") or ""
+            named = node.get("@type") or node.get("type") or node.get("class")
+            obj_kind = _object_kind(named) if isinstance(named, str) else hint
             ident = node.get("@id", node.get("id"))
-            if isinstance(kind, str) and kind.rpartition("#")[2] == "Image" and isinstance(ident, int):
-                ids.add(ident)
-            stack.extend(node.values())
+            if obj_kind is not None and isinstance(ident, int) and not isinstance(ident, bool):
+                found.add((obj_kind, ident))
+            stack.extend((value, _LIST_KINDS.get(name)) for name, value in node.items())
         elif isinstance(node, list):
-            stack.extend(node)
-    return tuple(tag("image", i) for i in sorted(ids))
+            stack.extend((item, hint) for item in node)
+    return tuple(tag(k, i) for k, i in sorted(found))
+
+
+def _object_kind(name: str) -> str | None:
+    """"…2016-06#Image", "ImageI", "Image" → "image"; annotation and other classes → None."""
+    name = name.rpartition("#")[2].lower()
+    return _TYPE_NAMES.get(name[:-1] if name.endswith("i") and name[:-1] in _TYPE_NAMES else name)
 
 
 def uri_json(entry: Entry) -> str:

@@ -11,7 +11,7 @@ from .jsonp import callback_of, upstream_query
 from .kinds import tag
 from .protocol import WARM_HEADER, WARM_REFRESH_HEADER
 from .keys import PUBLIC, BadQuery, Params, digest, has_credentials, key_text, parse_query
-from .routes import Kind, Route, match
+from .routes import OBJECT_TYPES, Kind, Route, match
 from .settings import Settings
 from .status import Bypass
 
@@ -50,8 +50,24 @@ class Request:
         return self.scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
 
     def objects(self) -> tuple[str, ...]:
-        """The canonical tags of the objects the URL names (for purge and read checks)."""
-        return tuple(tag(kind, self.groups[group]) for group, kind in self.route.objects if group in self.groups)
+        """The canonical tags of the objects the URL names, in its path or its query (for purge and
+        read checks)."""
+        return url_objects(self.route, self.groups, self.params)
+
+
+def url_objects(route: Route, groups: dict[str, str], params: Params) -> tuple[str, ...]:
+    """Tags of the objects a matched URL names: path groups, typed path segments, query ids."""
+    tags = [tag(kind, groups[group]) for group, kind in route.objects if group in groups]
+    if route.typed_object:
+        type_group, id_group = route.typed_object
+        kind = OBJECT_TYPES.get(groups.get(type_group, "").split(".", 1)[0].lower())
+        if kind is not None:
+            tags.append(tag(kind, groups[id_group]))
+    if route.query_objects:
+        kinds = dict(route.query_objects)
+        tags += [tag(kinds[name], value) for name, value in params
+                 if name in kinds and value.isascii() and value.isdigit()]
+    return tuple(dict.fromkeys(tags))
 
 
 def parse(path: str, raw_query: bytes) -> tuple[Route, dict[str, str], Params] | Bypass:

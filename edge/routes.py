@@ -18,6 +18,7 @@ from .kinds import KINDS
 class Kind(str, Enum):
     IMAGE = "image"  # bytes whose content type must match their magic number
     JSON = "json"
+    HTML = "html"  # the webclient's panels (metadata_details, load_plate): text/html fragments
     BATCH = "batch"  # get_thumbnails: split into per-image thumbnail entries
 
 
@@ -39,10 +40,12 @@ class Route:
     name: str
     pattern: str  # regex over the path, named groups; ids are [0-9]+
     kind: Kind
-    ttl: str  # Settings attribute suffix: thumbnail | render | json | api
+    ttl: str  # Settings attribute suffix: thumbnail | render | json | api | metadata
     personal: Personal
     upstream: Upstream = Upstream.WEB
     objects: tuple[tuple[str, str], ...] = ()  # (group, object type): what the URL concerns
+    query_objects: tuple[tuple[str, str], ...] = ()  # (query parameter, object type): ids named in the query
+    typed_object: tuple[str, str] = ()  # (type group, id group): the type is in the URL (see OBJECT_TYPES)
     canonical: str = ""  # path template equivalent URLs fold into; {default_size} is the thumb size
     defaults: tuple[tuple[str, str], ...] = ()  # group defaults applied before formatting `canonical`
     thumb_size_group: str = ""  # the group holding a thumbnail's longest side (for batch entries)
@@ -69,6 +72,14 @@ class Route:
 
 
 IMG = (("iid", "image"),)
+# The webclient's object type names (`metadata_details/<c_type>/`, `annotations/<objtype>/`, the
+# `api/annotations/` query): lower-cased, up to the first dot ("Screen.plateLinks.child" is a screen).
+OBJECT_TYPES = {"screen": "screen", "plate": "plate", "acquisition": "plateacquisition",
+                "plateacquisition": "plateacquisition", "well": "well", "image": "image",
+                "project": "project", "dataset": "dataset"}
+# `api_annotations` reads these object ids, repeated (wc/views.py `api_annotations`: request.GET.getlist)
+ANNOTATED = tuple((name, OBJECT_TYPES[name]) for name in
+                  ("screen", "plate", "acquisition", "well", "image", "project", "dataset"))
 GW = "/webgateway"
 WC = "/webclient"
 _ID = r"(?P<{}>[0-9]+)"
@@ -180,6 +191,39 @@ ROUTES: tuple[Route, ...] = (
           Kind.IMAGE, "render", Personal.UNLESS_FULL_RDEF, Upstream.MS, objects=IMG),
     Route("wc.imgData", rf"^{WC}/imgData/{_ID.format('iid')}/(?:(?P<key>[A-Za-z0-9_.]+)/)?$",
           Kind.JSON, "json", Personal.ALWAYS, objects=IMG),
+    # --- webclient browsing: the tree, the metadata panels, the annotations (clients.md §10, docs/browse.md).
+    # Per viewer (permission flags, the comment form), never with a share segment (wc/urls.py:104-126:
+    # a trailing share id switches template; shares are passed through) ---
+    Route("wc.api_experimenter", rf"^{WC}/api/experimenters/(?P<uid>-?[0-9]+)/$",  # wc/urls.py:348-352
+          Kind.JSON, "metadata", Personal.ALWAYS),
+    Route("wc.api_containers", rf"^{WC}/api/containers/$", Kind.JSON, "metadata", Personal.ALWAYS),  # :355
+    Route("wc.api_datasets", rf"^{WC}/api/datasets/$", Kind.JSON, "metadata", Personal.ALWAYS,  # :358
+          query_objects=(("id", "project"),)),
+    Route("wc.api_images", rf"^{WC}/api/images/$", Kind.JSON, "metadata", Personal.ALWAYS,  # :360
+          query_objects=(("id", "dataset"),)),
+    Route("wc.api_plates", rf"^{WC}/api/plates/$", Kind.JSON, "metadata", Personal.ALWAYS,  # :368
+          query_objects=(("id", "screen"),)),
+    Route("wc.api_plate_acquisitions", rf"^{WC}/api/plate_acquisitions/$",  # :370-374
+          Kind.JSON, "metadata", Personal.ALWAYS, query_objects=(("id", "plate"),)),
+    Route("wc.api_annotations", rf"^{WC}/api/annotations/$", Kind.JSON, "metadata", Personal.ALWAYS,  # :389
+          query_objects=ANNOTATED),
+    *(Route(f"wc.metadata_{panel}",  # details, and the image's tabs (wc/urls.py:104-127, without the share id)
+            rf"^{WC}/metadata_{panel}/(?P<ctype>[a-zA-Z]+)/{_ID.format('cid')}/$",
+            Kind.HTML, "metadata", Personal.ALWAYS, typed_object=("ctype", "cid"))
+      for panel in ("details", "acquisition", "preview", "hierarchy")),
+    Route("wc.load_plate",  # wc/urls.py:68-74; `?index=` is the field
+          rf"^{WC}/load_plate/(?P<ctype>plate|acquisition)/{_ID.format('cid')}/$",
+          Kind.HTML, "metadata", Personal.ALWAYS, typed_object=("ctype", "cid")),
+    Route("gw.open_with", rf"^{GW}/open_with/$",  # gw/urls.py:593-595, @jsonp (gw/views.py:1881)
+          Kind.JSON, "metadata", Personal.ALWAYS, jsonp=True),
+    Route("gw.annotations",  # bulk-annotation files (gw/urls.py:27-31, views.py:3040 login_required+jsonp)
+          rf"^{GW}/annotations/(?P<ctype>[A-Za-z0-9_.]+)/{_ID.format('cid')}/$",
+          Kind.JSON, "metadata", Personal.ALWAYS, typed_object=("ctype", "cid"), jsonp=True),
+    Route("gw.table_query", rf"^{GW}/table/{_ID.format('file')}/query/$",  # gw/urls.py:37-39, views.py:3207
+          Kind.JSON, "metadata", Personal.ALWAYS, jsonp=True),
+    Route("gw.object_table_query",  # gw/urls.py:72-76, views.py:3358-3361
+          rf"^{GW}/table/(?P<ctype>[A-Za-z0-9_.]+)/{_ID.format('cid')}/query/$",
+          Kind.JSON, "metadata", Personal.ALWAYS, typed_object=("ctype", "cid"), jsonp=True),
     # --- omero-ms-image-region only (omero-web-api.md §5) ---
     Route("ms.render_thumbnail_ngff",
           rf"^/webgateway/render_thumbnail_ngff/{_ID.format('iid')}/?(?:{_ID.format('w')}/?)?$",

@@ -67,6 +67,8 @@ class Settings:
     ttl_render: int = _doc("Seconds a render/tile stays fresh.", 86400)
     ttl_json: int = _doc("Seconds imgData, plate grids and other webgateway JSON stay fresh.", 3600)
     ttl_api: int = _doc("Seconds JSON API v0 pages stay fresh.", 600)
+    ttl_metadata: int = _doc("Seconds the webclient's tree JSON, metadata panels, map annotations and "
+                             "load_plate stay fresh (docs/browse.md).", 3600)
     ttl_negative: int = _doc("Seconds a 404 is remembered (0 = never cached).", 30)
     stale_while_revalidate: int = _doc("Seconds past freshness an entry is served while one refresh runs.", 60)
     stale_if_error: int = _doc("Seconds past freshness an entry is served when the upstream fails.", 86400)
