@@ -57,7 +57,7 @@ class Delivery:
 
     async def send_entry(self, scope: dict, request_headers: dict[bytes, bytes], send: Send, entry: Entry,
                          headers: list[tuple[bytes, bytes]]) -> None:
-        """304 on a matching If-None-Match, gzip for JSON when accepted, no body for HEAD."""
+        """304 on a matching If-None-Match, gzip for JSON and HTML when accepted, no body for HEAD."""
         inm = request_headers.get(b"if-none-match")
         if inm and entry.status == 200 and entry.etag.encode() in _etags(inm):
             headers = [h for h in headers if h[0] not in (b"content-length", b"content-type")]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from .protocol import JSON_TYPES
 
+_TEXT_TYPES = JSON_TYPES + ("text/html",)  # the webclient's panels are HTML (docs/browse.md)
+
 MAGIC = b"OE1\n"
 
 # Headers from the backend worth replaying. Never Set-Cookie, never Vary (Django's Vary: Cookie).
@@ -68,14 +70,14 @@ class Entry:
     public: bool = True
     stored_ok: bool = False  # set when the entry went to the tiers (not part of the record)
     size: int = field(init=False)
-    compressible: bool = field(init=False)  # JSON worth gzipping for clients that accept it
-    gzipped: bytes | None = None  # JSON bodies compressed once, on the first client that accepts gzip
+    compressible: bool = field(init=False)  # JSON or HTML worth gzipping for clients that accept it
+    gzipped: bytes | None = None  # text bodies compressed once, on the first client that accepts gzip
     prepared: tuple | None = None  # (second, tier, public, headers) of the last hit answer, reused within a second
     uri_json: str | None = None  # '"data:<type>;base64,…"', as a get_thumbnails value, made once
 
     def __post_init__(self) -> None:
         self.size = len(self.body) + 256
-        self.compressible = len(self.body) > 1024 and self.content_type().startswith(JSON_TYPES)
+        self.compressible = len(self.body) > 1024 and self.content_type().startswith(_TEXT_TYPES)
 
     @classmethod
     def build(cls, key: str, status: int, content_type: str, body: bytes, *, ttl: float, stale: float,
