@@ -21,7 +21,9 @@ from .enumerate_api import ApiClient, ApiSource, SourceError
 from .journal import Journal, default_path
 from edge.protocol import DEFAULT_THUMBNAILS_BATCH
 
-from .model import API, GRID, IMGDATA, KINDS, THUMB, TILE, WELL, Fatal, Item, Outcome
+from .browse import PAGE_SIZE, PAGE_URL, NoGroup, active_group
+from .model import (API, BROWSE, GRID, IMGDATA, IMGPANEL, IMGTAB, KINDS, THUMB, TILE, WELL, Fatal, Item, Outcome,
+                    Ref)
 from .pipeline import Feeder, image_refs, walk
 from .plan import DEFAULT_API_LIMIT, Planner
 from .progress import Counters, Reporter, _duration
@@ -70,6 +72,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     what.add_argument("--wells", action="store_true",
                       help="also warm the well panel's webgateway/well/<id>/children/ of every well with images "
                            "(and ?run=<id> per plate acquisition)")
+    what.add_argument("--image-panels", action="store_true",
+                      help="also warm every image's right-hand panel and map annotations as a click in the webclient "
+                           "asks (webclient/metadata_details/image/<id>/, api/annotations/?…&image=<id>)")
+    what.add_argument("--image-tabs", action="store_true",
+                      help="also warm every image's acquisition, preview and hierarchy panes "
+                           "(webclient/metadata_acquisition|preview|hierarchy/image/<id>/)")
+    what.add_argument("--page-size", type=int, default=PAGE_SIZE, metavar="N",
+                      help="images per page of a dataset in the webclient's tree: the site's omero.web.page_size "
+                           f"(default {PAGE_SIZE})")
     what.add_argument("--thumbnails-batch", type=int, default=DEFAULT_THUMBNAILS_BATCH, metavar="N",
                       help="ids per get_thumbnails batch: the site's omero.web.thumbnails_batch, which the plate "
                            f"view uses and OMERO.web enforces (default {DEFAULT_THUMBNAILS_BATCH})")
@@ -123,7 +134,8 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     for name, text in (("thumbnails", "every image's default thumbnail (as get_thumbnails batches)"),
-                       ("metadata", "API v0 listing pages and every plate grid (every field and run)")):
+                       ("metadata", "API v0 listing pages, every plate grid (every field and run) and what the "
+                                    "webclient's browsing loads (tree, plate pages, panels, map annotations)")):
         command(name, f"Warm {text}, site-wide.").add_argument(
             "--all", action="store_true", required=True, help="the whole site (required: say it)")
     command("all", "Warm thumbnails and metadata of the whole site.")
@@ -165,12 +177,13 @@ def kinds_of(args: argparse.Namespace) -> frozenset[str]:
     if args.command == "thumbnails" or only == "thumbnails" or args.command == "images":
         kinds = {THUMB}
     elif args.command == "metadata" or only == "metadata":
-        kinds = {API, GRID}
+        kinds = {API, GRID, *BROWSE}
     elif args.command == "tiles":
         kinds = {TILE}
     else:
-        kinds = {API, GRID, THUMB}
-    return frozenset(kinds | ({IMGDATA} if args.imgdata else set()) | ({WELL} if args.wells else set()))
+        kinds = {API, GRID, THUMB, *BROWSE}
+    options = {IMGDATA: args.imgdata, WELL: args.wells, IMGPANEL: args.image_panels, IMGTAB: args.image_tabs}
+    return frozenset(kinds | {kind for kind, wanted in options.items() if wanted})
 
 
 def read_ids(spec: str) -> Iterator[int]:
@@ -210,7 +223,7 @@ class Run:
         self.refresh_before = time.time() + 10 * 365 * 86400 if args.refresh else \
             parse_date(args.refresh_before) if args.refresh_before else 0.0
         self.levels = parse_levels(args.levels) if args.command == "tiles" else (2, [])
-        for flag in ("jobs", "retries", "api_limit", "thumbnails_batch"):
+        for flag in ("jobs", "retries", "api_limit", "thumbnails_batch", "page_size"):
             value = getattr(args, flag)
             if value < (0 if flag == "retries" else 1):
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'retries' else 1}")
@@ -238,7 +251,8 @@ class Run:
         self.host = args.host or (urlsplit(self.edge).netloc if args.direct else None)
         self.counters = Counters()
         viewers = tuple(dict.fromkeys(getattr(args, "viewer", None) or ["iviewer"]))
-        self.planner = Planner(kinds_of(args), args.api_limit, self.levels, args.thumbnails_batch, viewers)
+        self.planner = Planner(kinds_of(args), args.api_limit, self.levels, args.thumbnails_batch, viewers,
+                               args.page_size)
 
     def target(self):
         a = self.args
@@ -263,7 +277,9 @@ class Run:
             return [r for r in image_refs(read_ids(a.ids), self.shard) if feeder.wanted(r)]
         scope = {"thumbnails": "site", "metadata": "site", "all": "site", "tiles": "tiles"}.get(a.command, a.command)
         ids = a.image if a.command == "tiles" else getattr(a, "ids", [])
-        return [r async for r in walk(source, scope, ids) if self.shard.owns(r.name) and feeder.wanted(r)]
+        page = [Ref("webclient", "page")] if self.planner.browsing else []  # once per run, whatever the scope
+        return [r for r in page if self.shard.owns(r.name) and feeder.wanted(r)] + \
+            [r async for r in walk(source, scope, ids) if self.shard.owns(r.name) and feeder.wanted(r)]
 
 
 def _resolve_journal(path: str | None) -> Journal:
@@ -285,6 +301,8 @@ async def _warm(run: Run) -> int:
         if target is not None:
             await target.check()
         source = await run.source(api)
+        if run.planner.browsing:
+            run.planner.group(await learn_group(api))
         info = journal.start(run.argv, str(run.shard), a.resume) if journal else None
         reporter = Reporter(run.counters, "none" if a.dry_run else a.progress, a.progress_interval)
 
@@ -330,6 +348,16 @@ async def _warm(run: Run) -> int:
                 await closable.close()
 
 
+async def learn_group(api: ApiClient) -> int:
+    """The public user's active group, from the webclient page as a visitor gets it (the tree's `group=`)."""
+    try:
+        return active_group(await api.text(PAGE_URL))
+    except SourceError as exc:
+        raise Fatal(f"cannot learn the webclient's active group: GET {PAGE_URL} failed: {exc.reason}") from None
+    except NoGroup as exc:
+        raise Fatal(f"cannot learn the webclient's active group: {exc}") from None
+
+
 async def _dry_run(feeder: Feeder, refs: list) -> int:
     counts = {k: 0 for k in KINDS}
     samples: dict[str, list[str]] = {k: [] for k in KINDS}
@@ -342,14 +370,14 @@ async def _dry_run(feeder: Feeder, refs: list) -> int:
     for ref in refs:
         objects[ref.kind] = objects.get(ref.kind, 0) + 1
     print("objects: " + ", ".join(f"{k} {n}" for k, n in objects.items()))
-    print(f"{'kind':<8} {'items':>9}")
+    print(f"{'kind':<10} {'items':>9}")
     for kind in KINDS:
         if counts[kind]:
-            print(f"{kind:<8} {counts[kind]:>9}")
-    print(f"{'total':<8} {sum(counts.values()):>9}")
+            print(f"{kind:<10} {counts[kind]:>9}")
+    print(f"{'total':<10} {sum(counts.values()):>9}")
     for kind in KINDS:
         for url in samples[kind]:
-            print(f"  {kind:<7} {url}")
+            print(f"  {kind:<9} {url}")
     return 0
 
 
@@ -365,16 +393,16 @@ def _status(args: argparse.Namespace) -> int:
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.started))}  running time "
           f"{_duration(info.active)}  wall {_duration(wall)}")
     print("command: warm " + " ".join(info.argv))
-    print(f"{'kind':<8} {'ok':>9} {'skip':>9} {'fail':>9} {'total':>9}")
+    print(f"{'kind':<10} {'ok':>9} {'skip':>9} {'fail':>9} {'total':>9}")
     sums = {"ok": 0, "skip": 0, "fail": 0}
     for kind in KINDS:
         if kind in totals:
             t = totals[kind]
-            print(f"{kind:<8} {t['ok']:>9} {t['skip']:>9} {t['fail']:>9} {sum(t.values()):>9}")
+            print(f"{kind:<10} {t['ok']:>9} {t['skip']:>9} {t['fail']:>9} {sum(t.values()):>9}")
             for k in sums:
                 sums[k] += t[k]
     total = sum(sums.values())
-    print(f"{'total':<8} {sums['ok']:>9} {sums['skip']:>9} {sums['fail']:>9} {total:>9}")
+    print(f"{'total':<10} {sums['ok']:>9} {sums['skip']:>9} {sums['fail']:>9} {total:>9}")
     if total:
         print("         " + "  ".join(f"{k} {100 * v / total:.1f}%" for k, v in sums.items()))
     failures = journal.failures(info.id, args.failures)

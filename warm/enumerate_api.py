@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 from .dates import omero_time
-from .http1 import Http1Pool, HttpError
-from .model import API, GRID, WELL, ImageList, PlateLayout, Ref
+from .http1 import Http1Pool, HttpError, Response
+from .model import API, RUN_KINDS, ImageList, PlateLayout, Ref
 from .retry import delay
 
 START_LIMIT = 500  # omero.web.api.max_limit default; replaced by meta.maxLimit after the first page
@@ -39,8 +39,8 @@ class ApiClient:
         self.http = Http1Pool(base, headers, size=8, timeout=timeout)
         self.retries = retries
 
-    async def get(self, url: str, params: dict | None = None) -> tuple[dict, str]:
-        """(JSON document, the edge's X-Edge-Cache header or "" when read from the backend)."""
+    async def _read(self, url: str, params: dict | None = None) -> Response:
+        """A 200 answer, retrying 5xx, 429 and connection failures; SourceError otherwise."""
         target = f"{url}?{urlencode(params)}" if params else url
         for attempt in range(self.retries + 1):
             try:
@@ -49,16 +49,25 @@ class ApiClient:
                 status, reason = 0, str(exc)
             else:
                 if resp.status == 200:
-                    try:
-                        return json.loads(resp.body), resp.headers.get("x-edge-cache", "")
-                    except ValueError:
-                        raise SourceError(url, 200, "answer is not JSON") from None
+                    return resp
                 status, reason = resp.status, resp.text[:200].strip() or f"HTTP {resp.status}"
                 if resp.status < 500 and resp.status != 429:
                     raise SourceError(url, status, reason)
             if attempt < self.retries:
                 await asyncio.sleep(delay(attempt))
         raise SourceError(url, status, reason)
+
+    async def get(self, url: str, params: dict | None = None) -> tuple[dict, str]:
+        """(JSON document, the edge's X-Edge-Cache header or "" when read from the backend)."""
+        resp = await self._read(url, params)
+        try:
+            return json.loads(resp.body), resp.headers.get("x-edge-cache", "")
+        except ValueError:
+            raise SourceError(url, 200, "answer is not JSON") from None
+
+    async def text(self, url: str) -> str:
+        """An HTML page (the webclient's, for its active group)."""
+        return (await self._read(url)).text
 
     async def get_json(self, url: str, params: dict | None = None) -> dict:
         return (await self.get(url, params))[0]
@@ -141,7 +150,7 @@ class ApiSource:
         if self.since is not None and not any(fields):
             return None
         runs: list[tuple[int, int]] = []
-        if kinds & {GRID, API, WELL}:  # runs: their grids, their listing and their wells' children
+        if kinds & RUN_KINDS:  # runs: their grids, listings, plate pages and their wells' children
             async for acq in self._rows(f"/api/v0/m/plates/{pid}/plateacquisitions/"):
                 span = acq.get("omero:wellsampleIndex")
                 runs.append((acq["@id"], span[1] - span[0] + 1 if isinstance(span, list) and len(span) == 2 else 1))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from .model import API, GRID, WELL, ImageList, PlateLayout, Ref
+from .model import RUN_KINDS, ImageList, PlateLayout, Ref
 
 
 class DbError(Exception):
@@ -98,7 +98,7 @@ class DbSource:
             return None
         fields = [[image for _, _, image in sorted(cells.get(f, []))] for f in range(n_fields)]
         runs = []
-        if kinds & {GRID, API, WELL}:  # runs: their grids, their listing and their wells' children
+        if kinds & RUN_KINDS:  # runs: their grids, listings, plate pages and their wells' children
             for (run,) in await self._all("SELECT id FROM plateacquisition WHERE plate = %(plate)s ORDER BY id",
                                           plate=ref.id):
                 runs.append((run, max(per_run.get(run, {}).values(), default=0)))

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 
 # Kinds of URL a run can warm (the journal and `--dry-run` count per kind).
 API, GRID, THUMB, IMGDATA, TILE, WELL = "api", "grid", "thumb", "imgdata", "tile", "well"
-KINDS = (API, GRID, THUMB, IMGDATA, TILE, WELL)
+# The webclient's browsing (docs/browse.md, warm/browse.py): its tree listings (and the page's three
+# requests), the plate page (`load_plate`), containers' right-hand panels and map annotations, a well's
+# panel and annotations, and on request an image's panel and annotations, and its three tabs.
+TREE, CENTER, DETAILS, ANNOTS, WELLPANEL = "tree", "center", "details", "annots", "wellpanel"
+IMGPANEL, IMGTAB = "imgpanel", "imgtab"
+BROWSE = frozenset({TREE, CENTER, DETAILS, ANNOTS, WELLPANEL})  # part of `metadata`
+KINDS = (API, GRID, THUMB, IMGDATA, TILE, WELL, TREE, CENTER, DETAILS, ANNOTS, WELLPANEL, IMGPANEL, IMGTAB)
+# Kinds whose plan needs a plate's runs (their grids, listings, well panels' children, plate pages)
+RUN_KINDS = frozenset({GRID, API, WELL, TREE, CENTER})
 
 OK, SKIP, FAIL = "ok", "skip", "fail"
 
@@ -19,7 +27,8 @@ OK, SKIP, FAIL = "ok", "skip", "fail"
 class Ref:
     """An object to warm, before its children are fetched.
 
-    kind: listing | screen | project | plate | dataset | orphans | images | tiles.
+    kind: webclient (the page's own requests, once per run) | listing | screen | project | plate | dataset |
+    orphans | images | tiles.
     `count` is the number of entries in the object's own API listing (plates of a screen, datasets
     of a project, rows of a site listing), known from the parent's walk; `ids` carries the image
     ids of an `images` ref (from `--ids`) and of a `tiles` ref.

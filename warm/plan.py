@@ -17,6 +17,8 @@
   idr_gallery model.js:270-271).
 - `imgData/<id>/` and OMERO.iviewer's `iviewer/image_data/<id>/` per image on request (`--imgdata`).
 - For `warm tiles`: the URLs the viewers derive from the image's imgData (see tiles.py).
+- The webclient's browsing (`metadata`: the tree, plate pages, panels and map annotations of containers
+  and wells; images' panels and tabs on request): see browse.py, which needs the viewer's active group.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from collections.abc import Iterable, Iterator
 
 from edge.protocol import DEFAULT_THUMBNAILS_BATCH
 
-from .model import API, GRID, IMGDATA, THUMB, TILE, WELL, ImageList, Item, PlateLayout, Ref
+from .browse import PAGE_SIZE, BrowsePlan, image_urls
+from .model import (API, BROWSE, GRID, IMGDATA, IMGPANEL, IMGTAB, THUMB, TILE, TREE, WELL, ImageList, Item,
+                    PlateLayout, Ref)
 from .tiles import viewer_urls
 
 DEFAULT_API_LIMIT = 200  # omero.web.api.limit
@@ -86,20 +90,34 @@ class Planner:
 
     def __init__(self, kinds: frozenset[str], api_limit: int = DEFAULT_API_LIMIT,
                  levels: tuple[int | None, list[int]] = (2, []), thumbnails_batch: int = DEFAULT_THUMBNAILS_BATCH,
-                 viewers: tuple[str, ...] = ("iviewer",)) -> None:
+                 viewers: tuple[str, ...] = ("iviewer",), page_size: int = PAGE_SIZE) -> None:
         self.kinds = kinds
         self.api_limit = api_limit
         self.levels = levels
         self.thumbnails_batch = thumbnails_batch
         self.viewers = viewers
+        self.page_size = page_size
+        self.browse: BrowsePlan | None = None  # set by `group` once the webclient's active group is known
+
+    @property
+    def browsing(self) -> bool:
+        """Whether the webclient's browsing URLs are planned (they need `group` first)."""
+        return bool(self.kinds & BROWSE)
+
+    def group(self, gid: int) -> None:
+        """The viewer's active group, which every tree listing carries as `group=`."""
+        self.browse = BrowsePlan(gid, self.kinds, self.page_size)
 
     def needs_children(self, ref: Ref) -> bool:
         """Whether planning `ref` needs its wells/images/imgData fetched (listings and containers of containers don't)."""
+        per_image = {THUMB, IMGDATA, API, IMGPANEL, IMGTAB}
         if ref.kind == "tiles":
             return True
         if ref.kind == "plate":
-            return bool(self.kinds & {GRID, THUMB, IMGDATA, API, WELL})
-        return ref.kind in ("dataset", "orphans") and bool(self.kinds & {THUMB, IMGDATA, API})
+            return bool(self.kinds & (per_image | BROWSE | {GRID, WELL}))
+        if ref.kind == "dataset":
+            return bool(self.kinds & (per_image | {TREE}))  # the tree pages a dataset's images
+        return ref.kind == "orphans" and bool(self.kinds & per_image)
 
     def _pages(self, path: str, query: str, count: int, obj: str) -> Iterator[Item]:
         if API in self.kinds:
@@ -108,15 +126,24 @@ class Planner:
 
     def plan(self, ref: Ref, detail: PlateLayout | ImageList | dict | None = None) -> Iterator[Item]:
         obj = ref.name
-        if ref.kind == "listing":
+        browse = self.browse
+        assert browse is not None or not self.browsing, "Planner.group() first"
+        if ref.kind == "webclient":
+            if browse is not None:
+                yield from browse.page(obj)
+        elif ref.kind == "listing":
             path, query = LISTINGS[str(ref.id)]
             yield from self._pages(path, query, ref.count, obj)
             if API in self.kinds and str(ref.id) in GALLERY:
                 yield Item(GALLERY[str(ref.id)], API, obj)
         elif ref.kind == "screen":
             yield from self._pages(f"/api/v0/m/screens/{ref.id}/plates/", "", ref.count, obj)
+            if browse is not None:
+                yield from browse.screen(int(ref.id), obj)
         elif ref.kind == "project":
             yield from self._pages(f"/api/v0/m/projects/{ref.id}/datasets/", "", ref.count, obj)
+            if browse is not None:
+                yield from browse.project(int(ref.id), obj)
         elif ref.kind == "plate":
             assert isinstance(detail, PlateLayout)
             yield from self.plate(ref, detail)
@@ -126,6 +153,8 @@ class Planner:
             yield from self._pages(path, query, detail.total, obj)
             if ref.kind == "dataset" and API in self.kinds:
                 yield from (Item(url, API, obj) for url in slider_pages(int(ref.id), detail.total))
+            if ref.kind == "dataset" and browse is not None:
+                yield from browse.dataset(int(ref.id), detail.total, obj)
             yield from self.images(detail.ids, obj)
         elif ref.kind == "images":
             yield from self.images(ref.ids, obj)
@@ -141,11 +170,15 @@ class Planner:
             yield from batches(ids, obj, self.thumbnails_batch)
         if IMGDATA in self.kinds:
             yield from img_data(ids, obj)
+        if self.kinds & {IMGPANEL, IMGTAB}:
+            yield from image_urls(ids, self.kinds, obj)
 
     def plate(self, ref: Ref, layout: PlateLayout) -> Iterator[Item]:
         obj, pid = ref.name, ref.id
         yield from self._pages(f"/api/v0/m/plates/{pid}/wells/", "", layout.wells, obj)
         yield from self._pages(f"/api/v0/m/plates/{pid}/plateacquisitions/", "", len(layout.acquisitions), obj)
+        if self.browse is not None:
+            yield from self.browse.plate(int(pid), layout, obj)
         if GRID in self.kinds:
             for f in range(len(layout.fields)):
                 yield Item(f"/webgateway/plate/{pid}/{f}/", GRID, obj)
