@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from edge.keys import key_for
@@ -20,6 +21,7 @@ from warm.cli import Run, UsageError, parser
 from warm.model import (ANNOTS, API, BROWSE, CENTER, DETAILS, GRID, IMGPANEL, IMGTAB, THUMB, TREE, WELLPANEL,
                         ImageList, PlateLayout, Ref)
 from warm.plan import Planner
+from tests.helpers.warm import journal_rows, public, start_edge, warm
 
 GID = 3
 WC = "/webclient"
@@ -155,3 +157,196 @@ def test_active_group_from_the_webclient_page():
     assert active_group(page) == 53
     with pytest.raises(NoGroup, match="WEBCLIENT.active_group_id"):
         active_group("<html><h1>OMERO.web login</h1></html>")
+
+
+# --- end to end: the CLI, the session's simulator, a real edge ---------------------------------------
+def public_gid(sim) -> int:
+    """The public user's active group, from the catalog (independent of the page the warmer parses)."""
+    return next(g["id"] for g in sim.info["groups"] if g["name"] == "public")
+
+
+def wells_with_images(sim, plate: dict) -> list[int]:
+    """A plate's wells that hold an image in some field, read from the backend's grids, row-major."""
+    wells: dict[int, None] = {}
+    with httpx.Client(base_url=sim.url, timeout=30) as c:
+        for f in range(plate["fields"]):
+            grid = c.get(f"/webgateway/plate/{plate['id']}/{f}/").json()["grid"]
+            wells.update((cell["wellId"], None) for row in grid for cell in row if cell)
+    return list(wells)
+
+
+def webclient_urls(sim, screens: list[dict] | None = None, projects: list[dict] | None = None,
+                   orphaned: bool = True) -> dict[str, list[str]]:
+    """kind → the URLs the webclient requests while a visitor clicks through (clients.md §10), without `_=`.
+    Defaults to every public screen, project and orphaned dataset; a scoped run passes its own."""
+    gid = public_gid(sim)
+    screens = public(sim, "screens") if screens is None else screens
+    projects = public(sim, "projects") if projects is None else projects
+    plates = {p["id"]: p for p in public(sim, "plates")}
+    datasets = {d["id"]: d for d in public(sim, "datasets")}
+    urls: dict[str, list[str]] = {k: [] for k in (TREE, CENTER, DETAILS, ANNOTS, WELLPANEL)}
+    urls[TREE] += ["/webgateway/open_with/", f"{WC}/api/experimenters/-1/?page=1&group={gid}",
+                   f"{WC}/api/containers/?id=-1&experimenter_id=-1&page=0&group={gid}"]
+
+    def panel(ctype: str, oid: int) -> None:
+        urls[DETAILS].append(f"{WC}/metadata_details/{ctype}/{oid}/")
+        urls[ANNOTS].append(f"{WC}/api/annotations/?type=map&parents=true&{ctype}={oid}")
+
+    for s in screens:
+        urls[TREE].append(f"{WC}/api/plates/?id={s['id']}&page=0&group={gid}")
+        panel("screen", s["id"])
+        for pid in s["plates"]:
+            if pid not in plates:
+                continue
+            p = plates[pid]
+            if p["acquisitions"]:
+                urls[TREE].append(f"{WC}/api/plate_acquisitions/?id={pid}&page=0&group={gid}")
+            urls[CENTER] += [f"{WC}/load_plate/plate/{pid}/?index={f}" for f in range(p["fields"])]
+            for acq in p["acquisitions"]:
+                urls[CENTER] += [f"{WC}/load_plate/acquisition/{acq['id']}/?index={f}"
+                                 for f in range(len(acq["fields"]))]
+            panel("plate", pid)
+            for wid in wells_with_images(sim, p):
+                urls[WELLPANEL] += [f"{WC}/metadata_details/well/{wid}/?index=0",
+                                    f"{WC}/api/annotations/?type=map&parents=true&well={wid}"]
+    for pr in projects:
+        urls[TREE].append(f"{WC}/api/datasets/?id={pr['id']}&page=0&group={gid}")
+        panel("project", pr["id"])
+        for did in pr["datasets"]:
+            if did not in datasets:
+                continue
+            pages = max(1, math.ceil(datasets[did]["images"] / 200))
+            urls[TREE] += [f"{WC}/api/images/?id={did}&page={n}&sizeXYZ=true&date=true&group={gid}"
+                           for n in range(1, pages + 1)]
+            panel("dataset", did)
+    if orphaned:
+        for did, d in datasets.items():  # orphaned datasets: in the containers listing, clicked like the others
+            if d["project"] is None:
+                urls[TREE] += [f"{WC}/api/images/?id={did}&page={n}&sizeXYZ=true&date=true&group={gid}"
+                               for n in range(1, max(1, math.ceil(d["images"] / 200)) + 1)]
+                panel("dataset", did)
+    return urls
+
+
+def replay(edge, urls: list[str]) -> dict[str, str]:
+    """Each URL as the webclient sends it (jQuery's `_=<counter>` last) → the edge's X-Edge-Cache."""
+    stamp = itertools.count(1700000000000)
+    out = {}
+    with edge.client() as c:
+        for url in urls:
+            r = c.get(f"{url}{'&' if '?' in url else '?'}_={next(stamp)}")
+            assert r.status_code == 200, (url, r.status_code, r.text[:200])
+            out[url] = r.headers.get("x-edge-cache", "")
+    return out
+
+
+@pytest.fixture
+def metadata_edges(sim, redis_server):
+    started = []
+
+    def make(db: int):
+        started.append(start_edge(sim, redis_server, db))
+        return started[-1]
+
+    yield make
+    for e in started:
+        e.proc.stop()
+
+
+def test_warm_metadata_makes_every_browsing_click_a_hit(sim, metadata_edges, tmp_path):
+    edge = metadata_edges(10)
+    journal = str(tmp_path / "j.sqlite")
+    done = warm("metadata", "--all", "--edge", edge.url, "--journal", journal, "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    expected = webclient_urls(sim)
+    rows = journal_rows(journal)
+    for kind, urls in expected.items():
+        for url in urls:
+            assert url in rows and rows[url][1] == kind and rows[url][0] == "ok", (url, rows.get(url))
+
+    sim.reset()
+    everything = [u for urls in expected.values() for u in urls]
+    answers = replay(edge, everything)
+    assert {u: a for u, a in answers.items() if a != "HIT"} == {}
+    stats = sim.stats()
+    assert stats["total"]["requests"] == 0, stats["requests"]
+
+
+def test_warm_screen_fills_that_screen_and_the_page(sim, metadata_edges, tmp_path):
+    edge = metadata_edges(11)
+    screen, other = public(sim, "screens")[:2]
+    done = warm("screen", str(screen["id"]), "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"),
+                "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    expected = webclient_urls(sim, screens=[screen], projects=[], orphaned=False)
+    sim.reset()
+    answers = replay(edge, [u for urls in expected.values() for u in urls])
+    assert {u: a for u, a in answers.items() if a != "HIT"} == {}
+    assert sim.stats()["total"]["requests"] == 0
+    gid = public_gid(sim)
+    unwarmed = [f"{WC}/api/plates/?id={other['id']}&page=0&group={gid}", f"{WC}/metadata_details/screen/{other['id']}/"]
+    assert set(replay(edge, unwarmed).values()) == {"MISS"}  # another screen is not this run's
+
+
+def dry_counts(stdout: str) -> dict[str, int]:
+    rows = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            rows[parts[0]] = int(parts[1])
+    return rows
+
+
+def test_dry_run_counts_per_kind(sim):
+    plan = warm("metadata", "--all", "--api", sim.url, "--dry-run", "--image-panels", "--image-tabs")
+    assert plan.returncode == 0, plan.stderr
+    counts = dry_counts(plan.stdout)
+    expected = webclient_urls(sim)
+    for kind, urls in expected.items():
+        assert counts.get(kind) == len(urls), (kind, counts, len(urls))
+    images = set()
+    with httpx.Client(base_url=sim.url, timeout=30) as c:
+        for p in public(sim, "plates"):
+            for f in range(p["fields"]):
+                images |= {cell["id"] for row in c.get(f"/webgateway/plate/{p['id']}/{f}/").json()["grid"]
+                           for cell in row if cell}
+        for d in public(sim, "datasets"):
+            images |= {i["@id"] for i in c.get(f"/api/v0/m/datasets/{d['id']}/images/?limit=500").json()["data"]}
+        images |= {i["@id"] for i in c.get("/api/v0/m/images/?orphaned=true&limit=500").json()["data"]}
+    assert counts[IMGPANEL] == 2 * len(images) and counts[IMGTAB] == 3 * len(images)
+    assert counts["api"] > 0 and counts["grid"] > 0  # API v0 pages and grids stay part of metadata
+    assert "thumb" not in counts
+    default = dry_counts(warm("metadata", "--all", "--api", sim.url, "--dry-run").stdout)
+    assert IMGPANEL not in default and IMGTAB not in default and default[WELLPANEL] == counts[WELLPANEL]
+
+
+class _NoGroupPage(BaseHTTPRequestHandler):
+    """A server whose /webclient/ is a login page (no active group): what a misconfigured site answers."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"<html><h1>OMERO.web login</h1></html>" if self.path.startswith("/webclient/") else b"{}"
+        self.send_response(200 if self.path.startswith("/webclient/") else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.process
+def test_no_active_group_is_a_clear_error():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoGroupPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        result = warm("metadata", "--all", "--api", base, "--dry-run")
+        assert result.returncode == 1, result.stderr
+        assert "warm: error: cannot learn the webclient's active group" in result.stderr
+        assert "WEBCLIENT.active_group_id" in result.stderr and "Traceback" not in result.stderr
+        server.RequestHandlerClass = type("Gone", (_NoGroupPage,), {"do_GET": lambda self: self.send_error(404)})
+        gone = warm("screen", "1", "--api", base, "--dry-run")
+        assert gone.returncode == 1 and "/webclient/?experimenter=-1 failed" in gone.stderr, gone.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
