@@ -288,6 +288,35 @@ def test_warm_screen_fills_that_screen_and_the_page(sim, metadata_edges, tmp_pat
     assert set(replay(edge, unwarmed).values()) == {"MISS"}  # another screen is not this run's
 
 
+def test_direct_mode_writes_the_browsing_entries(sim, metadata_edges, redis_server, tmp_path):
+    edge = metadata_edges(12)  # cold: what it serves next comes from what --direct wrote to Redis
+    screen = public(sim, "screens")[0]
+    result = warm("screen", str(screen["id"]), "--direct", "--redis", f"redis://127.0.0.1:{redis_server.port}/12",
+                  "--backend", sim.url, "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"),
+                  "--progress", "none")
+    assert result.returncode == 0, result.stderr
+    sim.reset()
+    urls = [u for urls in webclient_urls(sim, screens=[screen], projects=[], orphaned=False).values() for u in urls]
+    assert {u: a for u, a in replay(edge, urls).items() if a != "HIT"} == {}
+    assert sim.stats()["total"]["requests"] == 0
+
+
+def test_image_panels_and_tabs_on_request(sim, metadata_edges, tmp_path):
+    edge = metadata_edges(13)
+    dataset = next(d for d in public(sim, "datasets") if d["project"] is not None)
+    done = warm("dataset", str(dataset["id"]), "--only", "metadata", "--image-panels", "--image-tabs",
+                "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"), "--progress", "none")
+    assert done.returncode == 0, done.stderr
+    images = range(dataset["first_image"], dataset["first_image"] + dataset["images"])
+    urls = [u for i in images for u in (f"{WC}/metadata_details/image/{i}/",
+                                        f"{WC}/api/annotations/?type=map&parents=true&image={i}",
+                                        *(f"{WC}/metadata_{tab}/image/{i}/" for tab in ("acquisition", "preview",
+                                                                                        "hierarchy")))]
+    sim.reset()
+    assert {u: a for u, a in replay(edge, urls).items() if a != "HIT"} == {}
+    assert sim.stats()["total"]["requests"] == 0
+
+
 def dry_counts(stdout: str) -> dict[str, int]:
     rows = {}
     for line in stdout.splitlines():

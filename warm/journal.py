@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS items (
   run TEXT NOT NULL,
   url TEXT NOT NULL,        -- path?query as requested: the item's identity
-  kind TEXT NOT NULL,       -- api | grid | thumb | imgdata | tile
+  kind TEXT NOT NULL,       -- api | grid | thumb | imgdata | tile | well | tree | center | details | annots | wellpanel | imgpanel | imgtab
   object TEXT NOT NULL,     -- plate:51, dataset:12 … (the unit of --shard)
   state TEXT NOT NULL,      -- ok | skip | fail
   status INTEGER NOT NULL,  -- HTTP status of the answer (0: none)
