@@ -38,6 +38,7 @@ from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
 from .tiers import DiskTier, MemoryTier, RedisTier
 from .upstream import Upstream as UpstreamPool, UpstreamError
+from .writes import WriteEffects
 
 log = logging.getLogger("edge")
 Send = Callable[[dict], Awaitable[None]]
@@ -99,7 +100,9 @@ class Edge:
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)
         self.policy = EntryPolicy(s)
         self.delivery = Delivery(m, self.clock)
-        self.passthrough = Passthrough(self.upstreams, m)
+        effects = WriteEffects(self.registry.purge, web, self.background.spawn,
+                               lambda name, n: m.write_purges.labels(name).inc(n)) if s.purge_writes else None
+        self.passthrough = Passthrough(self.upstreams, m, effects)
         # A learnt loading picture is purged in the background: the answer never waits on Redis for it.
         self.loading = LoadingThumbnails(s.loading_thumbnails, lambda tags: self.background.spawn(self.registry.purge(tags)),
                                          self.origin)

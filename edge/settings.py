@@ -69,6 +69,8 @@ class Settings:
     ttl_api: int = _doc("Seconds JSON API v0 pages stay fresh.", 600)
     ttl_metadata: int = _doc("Seconds the webclient's tree JSON, metadata panels, map annotations and "
                              "load_plate stay fresh (docs/browse.md).", 3600)
+    purge_writes: bool = _doc("Purge what OMERO.web's writes change (rendering settings, channel names, chgrp, "
+                              "chown, deletes) when they pass through the edge (edge/writes.py).", True)
     ttl_negative: int = _doc("Seconds a 404 is remembered (0 = never cached).", 30)
     stale_while_revalidate: int = _doc("Seconds past freshness an entry is served while one refresh runs.", 60)
     stale_if_error: int = _doc("Seconds past freshness an entry is served when the upstream fails.", 86400)
@@ -186,6 +188,9 @@ def _choices(f: dataclasses.Field) -> tuple[str, ...]:
     return ()
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     t = str(f.type)
     name = f.name
@@ -196,6 +201,10 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             return float(raw)
         if t.startswith("list"):
             return [part.strip() for part in raw.split(",") if part.strip()]
+        if t == "bool":
+            return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{name} must be true or false (got {raw!r})") from None
     except ValueError:
         raise ConfigError(f"{name} must be {'an integer' if t == 'int' else 'a number'} (got {raw!r})") from None
     return raw
@@ -204,8 +213,12 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
 def _coerce(cls: type, name: str, value: Any) -> Any:
     f = next(x for x in fields(cls) if x.name == name)
     t = str(f.type)
-    if isinstance(value, str) and t in ("int", "float") or isinstance(value, str) and t.startswith("list"):
+    if isinstance(value, str) and (t in ("int", "float", "bool") or t.startswith("list")):
         return _parse(f, value)
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false (got {value!r})")
+        return value
     if t == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name} must be an integer (got {value!r})")
     if t == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):

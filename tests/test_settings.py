@@ -54,3 +54,14 @@ def test_readme_documents_every_setting():
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert markdown_table(Settings()) in readme, "README settings table is stale: run `edge config --markdown`"
+
+
+def test_booleans_read_as_people_write_them(tmp_path):
+    assert Settings.load(env={"EDGE_PURGE_WRITES": "off"}).purge_writes is False
+    assert Settings.load(env={"EDGE_PURGE_WRITES": "Yes"}).purge_writes is True
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text("purge_writes = false\n")
+    assert Settings.load(str(cfg), env={}).purge_writes is False
+    for bad in ({"env": {"EDGE_PURGE_WRITES": "maybe"}}, {"purge_writes": 1}):
+        with pytest.raises(ConfigError, match="purge_writes must be true or false"):
+            Settings.load(**bad)
