@@ -21,7 +21,7 @@ PURGE_KINDS = tuple(kind.name for kind in KINDS)
 
 
 def purge_tags(spec: dict) -> list[str]:
-    """{"image": [1, 2], "plate": 3, "all": true} → ["image:1", "image:2", "plate:3"] or ["*"]."""
+    """{"image": [1, 2], "plate": 3, "all": true} → ["image:1", "image:2", "plate:3"] or ["*"] ("soft" aside)."""
     if spec.get("all") is True:
         return [ALL]
     tags = []
@@ -33,12 +33,20 @@ def purge_tags(spec: dict) -> list[str]:
             if isinstance(ident, bool) or not isinstance(ident, int) or ident < 0:
                 raise ValueError(f"{kind} ids must be non-negative integers")
             tags.append(tag(kind, ident))
-    unknown = set(spec) - set(PURGE_KINDS) - {"all"}
+    unknown = set(spec) - set(PURGE_KINDS) - {"all", "soft"}
     if unknown:
         raise ValueError(f"unknown purge keys: {', '.join(sorted(unknown))}")
     if not tags:
         raise ValueError(f"name something to purge: one of {', '.join(PURGE_KINDS)} or all")
     return tags
+
+
+def purge_soft(spec: dict) -> bool:
+    """`"soft": true`: stale while refreshed (at most soft_purge_seconds), not gone (purge.py)."""
+    soft = spec.get("soft", False)
+    if not isinstance(soft, bool):
+        raise ValueError("soft must be true or false")
+    return soft
 
 
 @dataclass
@@ -92,12 +100,12 @@ def admin_app(edge: Shown) -> Starlette:
             spec = json.loads(await request.body())
             if not isinstance(spec, dict):
                 raise ValueError("the body must be a JSON object")
-            tags = purge_tags(spec)
+            tags, soft = purge_tags(spec), purge_soft(spec)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        seq = await edge.registry.purge(tags)
+        seq = await edge.registry.purge(tags, soft=soft)
         edge.metrics.purges.inc(len(tags))
-        return JSONResponse({"purged": tags, "seq": seq})
+        return JSONResponse({"purged": tags, "soft": soft, "seq": seq})
 
     return Starlette(routes=[
         Route("/_edge/health", health),

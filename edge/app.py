@@ -18,7 +18,7 @@ from .access import AccessChecker
 from .admin import Shown, admin_app
 from .cache import Background, TieredCache
 from .coalesce import ThumbnailCoalescer
-from .decision import Action, decide, stale_on_error
+from .decision import Action, Freshness, stale_on_error
 from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
@@ -77,10 +77,10 @@ class Edge:
             log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
                         safe_url(s.redis_url))
         try:
-            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url, s.redis_prefix)
+            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url, s.redis_prefix, self.clock)
         except OSError as exc:
             log.warning("purge log in %s unavailable at start-up, purges stay in this process: %s", s.cache_dir, exc)
-            self.registry = PurgeRegistry(None, s.redis_url, s.redis_prefix)
+            self.registry = PurgeRegistry(None, s.redis_url, s.redis_prefix, self.clock)
         await self.registry.start()
         web = UpstreamPool("omero-web", s.backend, s, self.transports.get(Upstream.WEB))
         ms = UpstreamPool("omero-ms", s.ms, s, self.transports.get(Upstream.MS)) if s.ms else web
@@ -106,8 +106,10 @@ class Edge:
         # A learnt loading picture is purged in the background: the answer never waits on Redis for it.
         self.loading = LoadingThumbnails(s.loading_thumbnails, lambda tags: self.background.spawn(self.registry.purge(tags)),
                                          self.origin)
+        self.freshness = Freshness(s.stale_while_revalidate, s.soft_purge_seconds, self.registry.soft_since)
         self.thumbnails = Thumbnails(s, self.cache, self.flights, self.origin, self.policy, self.access,
-                                     self.registry, m, self.background, self.clock, self.loading.final)
+                                     self.registry, m, self.background, self.clock, self.loading.final,
+                                     self.freshness)
         self.coalescer = ThumbnailCoalescer(self.thumbnails, self.background, s.coalesce_window_ms,
                                             s.thumb_default_size, s.thumbnails_batch) \
             if s.coalesce_window_ms > 0 else None
@@ -183,7 +185,7 @@ class Edge:
         if entry is None or entry.key != hot[0] or not entry.public or entry.fresh_until <= self.clock():
             return False
         self.registry.refresh()
-        if not self.registry.valid(entry.tags, entry.epoch):
+        if not self.registry.valid(entry.tags, entry.epoch) or self.registry.soft_since(entry) is not None:
             return False
         self.metrics.hot.hits["memory"] += 1
         await self.delivery.send_entry(scope, headers, send, entry, self.delivery.headers(entry, HIT, "memory", True))
@@ -203,8 +205,7 @@ class Edge:
             # and never stored (it must not replace the reader's entry under a shared key).
             return await self._answer_miss(req, send, lambda: self._unshared(req), None, "")
         now = self.clock()
-        action = decide(entry, now, refresh_before=req.warm or 0.0, swr=self.settings.stale_while_revalidate,
-                        warm=warm)
+        action = self.freshness.decide(entry, now, req.warm)
         if action is Action.HIT:
             self.metrics.hot.hits[tier] += 1
             return await self._deliver(req, send, entry, HIT, tier)

@@ -148,6 +148,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
             spec[kind.name] = ids
     if not spec:
         raise ConfigError(f"name what to purge: {'/'.join('--' + k.name for k in KINDS)} ID or --all")
+    if args.soft:
+        spec["soft"] = True
     if args.edge:
         token = args.token or os.environ.get("EDGE_PURGE_TOKEN", "")
         resp = httpx.post(args.edge.rstrip("/") + "/_edge/purge", json=spec,
@@ -157,7 +159,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
             return 1
         result = resp.json()
     else:
-        from .admin import purge_tags
+        from .admin import purge_soft, purge_tags
         from .purge import PurgeRegistry
 
         settings = _load(args)
@@ -165,8 +167,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
         async def run() -> dict:
             registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix)
             try:
-                tags = purge_tags(spec)
-                return {"purged": tags, "seq": await registry.purge(tags)}
+                tags, soft = purge_tags(spec), purge_soft(spec)
+                return {"purged": tags, "soft": soft, "seq": await registry.purge(tags, soft=soft)}
             finally:
                 await registry.close()
 
@@ -223,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind.name}", type=int, action="append", metavar="ID",
                        help=f"purge {kind.name} ID (repeatable)")
     p.add_argument("--all", action="store_true", help="purge everything")
+    p.add_argument("--soft", action="store_true",
+                   help="soft purge: entries stay answerable as stale while one refresh runs, for at most "
+                        "soft_purge_seconds (default: hard, gone now)")
     p.add_argument("--edge", help="URL of a running edge (uses POST /_edge/purge)")
     p.add_argument("--token", help="purge token (default $EDGE_PURGE_TOKEN)")
     p.set_defaults(func=cmd_purge)

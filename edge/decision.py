@@ -4,6 +4,8 @@ Pure functions of the entry and the clock, so every branch is unit-tested withou
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 from .entry import Entry
@@ -16,11 +18,14 @@ class Action(Enum):
 
 
 def decide(entry: Entry | None, now: float, *, refresh_before: float = 0.0, swr: float = 0.0,
-           warm: bool = False) -> Action:
+           warm: bool = False, softened: float | None = None, soft_window: float = 0.0) -> Action:
     """What to do with what the tiers found. `refresh_before` (warm mode's refresh) makes entries
-    stored before it a miss; warm mode never answers stale, so the warmer learns what is fresh now."""
+    stored before it a miss; warm mode never answers stale, so the warmer learns what is fresh now.
+    `softened` is when a soft purge made the entry stale: answered while refreshed for `soft_window`."""
     if entry is None or entry.stored < refresh_before:
         return Action.MISS
+    if softened is not None:
+        return Action.REVALIDATE if not warm and now < softened + soft_window else Action.MISS
     if entry.is_fresh(now):
         return Action.HIT
     if not warm and now < entry.stale_until and now < entry.fresh_until + swr:
@@ -31,3 +36,17 @@ def decide(entry: Entry | None, now: float, *, refresh_before: float = 0.0, swr:
 def stale_on_error(entry: Entry | None, now: float, *, warm: bool = False) -> bool:
     """Whether `entry` may answer in place of a failed fetch (stale_if_error; never in warm mode)."""
     return entry is not None and not warm and now < entry.stale_until
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """`decide` with the deployment's windows and its soft purges, as every lookup asks it."""
+
+    swr: float
+    soft_window: float
+    soft_since: Callable[[Entry | None], float | None]  # PurgeRegistry.soft_since
+
+    def decide(self, entry: Entry | None, now: float, warm: float | None) -> Action:
+        """`warm` is the request's warm mode (its refresh-before time), None for a client."""
+        return decide(entry, now, refresh_before=warm or 0.0, swr=self.swr, warm=warm is not None,
+                      softened=self.soft_since(entry), soft_window=self.soft_window)

@@ -22,6 +22,11 @@ carry — answered 200 and silently ignored. The rules that keep a purge a purge
   (an `all` purge at its next number), so a loss costs misses, never a stale answer;
 - keys and the channel carry a per-deployment prefix (`redis_prefix`, by default `edge:<db>:`,
   as pub/sub channels are shared by every database of a Redis server).
+
+A soft purge is the same record under the tag `~<tag>`: it invalidates nothing, but an entry older
+than it is stale from the moment this process saw it (`soft_since`), answered while one refresh
+runs for at most `soft_purge_seconds` (decision.py), then a miss. It travels, numbered and re-based,
+exactly as a hard purge does.
 """
 from __future__ import annotations
 
@@ -33,15 +38,19 @@ import os
 import random
 import secrets
 import struct
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .entry import Entry
 from .kinds import ALL
 
 log = logging.getLogger("edge.purge")
 WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
+SOFT = "~"  # the prefix of a soft purge's tag
 
 # KEYS: seq. ARGV: floor. The next purge number, never at or below `floor`.
 _NEXT = """
@@ -67,8 +76,11 @@ def default_prefix(redis_url: str) -> str:
 
 
 class PurgeRegistry:
-    def __init__(self, directory: str | None, redis_url: str = "", prefix: str = "") -> None:
+    def __init__(self, directory: str | None, redis_url: str = "", prefix: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
         self.purged: dict[str, int] = {}
+        self.clock = clock
+        self.softened: dict[str, tuple[int, float]] = {}  # tag → (its newest soft purge, when seen here)
         self.known = 0
         self._offset = 0
         self._log_path = self._seq_map = None
@@ -118,6 +130,15 @@ class PurgeRegistry:
                 return False
         return True
 
+    def soft_since(self, entry: Entry | None) -> float | None:
+        """When the newest soft purge of one of `entry`'s tags made it stale (None: not soft-purged)."""
+        softened = self.softened
+        if not softened or entry is None:
+            return None
+        seen = [mark[1] for tag in (*entry.tags, ALL)
+                if (mark := softened.get(SOFT + tag)) is not None and mark[0] > entry.epoch]
+        return max(seen) if seen else None
+
     def _read_log(self) -> None:
         with open(self._log_path, "rb") as fh:
             fh.seek(self._offset)
@@ -132,11 +153,16 @@ class PurgeRegistry:
     def _apply(self, seq: int, tag: str) -> None:
         if seq > self.purged.get(tag, 0):
             self.purged[tag] = seq
+            if tag.startswith(SOFT):
+                self.softened[tag] = (seq, self.clock())
         self.known = max(self.known, seq)
 
     # --- writing -----------------------------------------------------------------------------------
-    async def purge(self, tags: list[str]) -> int:
-        """Record a purge of `tags`; when it returns, no worker of this node serves an older copy."""
+    async def purge(self, tags: list[str], soft: bool = False) -> int:
+        """Record a purge of `tags`; when it returns, no worker of this node serves an older copy (or,
+        `soft`, serves one only as stale while it is refreshed)."""
+        if soft:
+            tags = [SOFT + tag for tag in tags]
         seq = None
         if self.redis is not None:
             try:

@@ -71,6 +71,8 @@ class Settings:
                              "load_plate stay fresh (docs/browse.md).", 3600)
     purge_writes: bool = _doc("Purge what OMERO.web's writes change (rendering settings, channel names, chgrp, "
                               "chown, deletes) when they pass through the edge (edge/writes.py).", True)
+    soft_purge_seconds: float = _doc("Longest an entry a soft purge made stale is still answered, while one "
+                                     "refresh runs (then it is a miss).", 300.0)
     ttl_negative: int = _doc("Seconds a 404 is remembered (0 = never cached).", 30)
     stale_while_revalidate: int = _doc("Seconds past freshness an entry is served while one refresh runs.", 60)
     stale_if_error: int = _doc("Seconds past freshness an entry is served when the upstream fails.", 86400)

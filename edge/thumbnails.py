@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from .access import AccessChecker
 from .cache import Background, TieredCache
-from .decision import Action, decide, stale_on_error
+from .decision import Action, Freshness, stale_on_error
 from .entry import Entry
 from .flight import Flights
 from .keys import digest, thumbnail_key
@@ -61,11 +61,11 @@ class BatchFailed(Exception):
 class Thumbnails:
     def __init__(self, settings: Settings, cache: TieredCache, flights: Flights, origin: Origin,
                  policy: EntryPolicy, access: AccessChecker, registry: PurgeRegistry, metrics: Metrics,
-                 background: Background, clock: Clock, final: Final) -> None:
+                 background: Background, clock: Clock, final: Final, freshness: Freshness) -> None:
         """`final` vets fetched thumbnails (False: OMERO's loading picture, see loading.py)."""
         self.settings, self.cache, self.flights, self.origin = settings, cache, flights, origin
         self.policy, self.access, self.registry, self.metrics = policy, access, registry, metrics
-        self.background, self.clock, self.final = background, clock, final
+        self.background, self.clock, self.final, self.freshness = background, clock, final, freshness
         self._memo: dict[tuple, tuple[str, str]] = {}  # (route, audience, size, id) → (key, digest)
 
     async def fetch_batch(self, req: Request, path: str, members: list[Member],
@@ -121,8 +121,7 @@ class Thumbnails:
         tiers: set[str] = set()
         warm = req.warm is not None
         for m, (entry, tier) in zip(members, found):
-            action = decide(entry, now, refresh_before=req.warm or 0.0, swr=self.settings.stale_while_revalidate,
-                            warm=warm)
+            action = self.freshness.decide(entry, now, req.warm)
             if action is Action.MISS:
                 missing.append(m)
                 if stale_on_error(entry, now, warm=warm):
