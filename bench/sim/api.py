@@ -15,7 +15,7 @@ from starlette.responses import Response
 from bench.sim.catalog import ROI_BASE, SHAPE_BASE, SHAPES_PER_IMAGE, Catalog, Plate, User, name_key
 from bench.sim.http import AUTH_API, AUTH_NONE, Ctx, Endpoint, json_error, json_response
 from bench.sim.marshal import Marshal, experimenter, experimenter_group
-from bench.sim.sessions import csrf_ok, new_csrf_token
+from bench.sim.sessions import csrf_ok, csrf_token_for, use_csrf
 
 DEFAULT_LIMIT, MAX_LIMIT = 200, 500           # omero.web.api.limit / max_limit
 FILTERS = ("screen", "plate", "plateacquisition", "well", "project", "dataset", "image", "owner", "group", "index")
@@ -276,10 +276,9 @@ async def base(ctx: Ctx) -> Response:
 
 
 async def token(ctx: Ctx) -> Response:
-    value = ctx.request.cookies.get("csrftoken") or new_csrf_token()
-    response = json_response({"data": value})
-    response.set_cookie("csrftoken", value, path="/", samesite="lax")
-    return response
+    """api_token (api/views.py): get_token, so CsrfViewMiddleware re-sends the cookie with `Vary: Cookie`."""
+    value = csrf_token_for(ctx.request)
+    return use_csrf(json_response({"data": value}), value)
 
 
 async def servers(ctx: Ctx) -> Response:

@@ -27,6 +27,17 @@ COSTS_MS = {
     "api_object": 5.0,
     "save_rdef": 20.0,
     "login": 10.0,
+    # the webclient's browsing (real servers: the panels run many queries and a template)
+    "page": 50.0,               # /webclient/ and its sibling pages
+    "tree_list": 30.0,          # api/containers, plates, plate_acquisitions, datasets, images
+    "tree_object": 20.0,        # api/experimenters/<id>/
+    "annotations": 30.0,        # api/annotations, webgateway annotations
+    "table": 40.0,              # webgateway table query
+    "metadata_details": 150.0,
+    "metadata_acquisition": 80.0,
+    "metadata_preview": 60.0,
+    "metadata_hierarchy": 40.0,
+    "load_plate": 100.0,
 }
 
 

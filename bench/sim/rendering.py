@@ -140,6 +140,12 @@ class RDefStore:
         self._saved[(image.id, user_id)] = rdef
         return rdef
 
+    def all_for(self, image: Image) -> list[RDef]:
+        """getAllRenderingDefs: every user's saved settings on the image, the owner's (default if unsaved) first."""
+        owner = self._saved.get((image.id, image.owner_id)) or default_rdef(image)
+        return [owner] + [r for (iid, uid), r in sorted(self._saved.items())
+                          if iid == image.id and uid != image.owner_id]
+
     def summaries(self) -> list[dict]:
         return [{"image": iid, "user": self.catalog.users[uid].name, **r.summary()}
                 for (iid, uid), r in sorted(self._saved.items())]

@@ -14,7 +14,7 @@ import re
 import secrets
 import string
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
@@ -46,28 +46,44 @@ def safe_loads(data: bytes) -> dict | None:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a request runs as, and the Django session (cookie) it came from or created."""
+    """Who a request runs as, and the Django session (cookie) it came from or created.
+
+    `extra` holds what views keep in the Django session besides the connector: `active_group`
+    (wc/views.py:382-386) and the rendering-settings clipboard `fromid` (gw/views.py:2474-2478)."""
     user: User
     omero_key: str
     cookie: str | None = None
     created: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def public(self) -> bool:
         return self.user.public
 
+    @property
+    def active_group(self) -> int:
+        """`request.session.get("active_group") or conn.getEventContext().groupId` (wc/views.py:501)."""
+        return self.extra.get("active_group") or self.user.default_group
+
+
+Loaded = tuple[int, str, dict]    # user id, OMERO session key, the session's extra keys (EXTRA_KEYS)
+EXTRA_KEYS = ("active_group", "fromid")
+
 
 class _MemoryStore:
-    """Django sessions in process memory (the default file backend's stand-in): cookie → (user, key)."""
+    """Django sessions in process memory (the default file backend's stand-in): cookie → (user, key, extra).
+
+    Only the connector's two ids are kept (200,000 anonymous sessions stay small); `extra` is
+    usually empty."""
 
     def __init__(self) -> None:
-        self._data: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._data: OrderedDict[str, Loaded] = OrderedDict()
 
-    async def load(self, cookie: str) -> tuple[int, str] | None:
+    async def load(self, cookie: str) -> Loaded | None:
         return self._data.get(cookie)
 
-    async def save(self, cookie: str, user_id: int, omero_key: str, _: dict) -> None:
-        self._data[cookie] = (user_id, omero_key)
+    async def save(self, cookie: str, user_id: int, omero_key: str, session: dict) -> None:
+        self._data[cookie] = (user_id, omero_key, {k: session[k] for k in EXTRA_KEYS if k in session})
         if len(self._data) > MEMORY_SESSIONS:
             self._data.popitem(last=False)
 
@@ -80,14 +96,15 @@ class _RedisStore:
         self.client = aioredis.from_url(url)
         self.ttl = ttl
 
-    async def load(self, cookie: str) -> tuple[int, str] | None:
+    async def load(self, cookie: str) -> Loaded | None:
         raw = await self.client.get(REDIS_PREFIX + cookie)
         session = safe_loads(raw) if raw else None
         connector = session.get("connector") if session else None
         if not isinstance(connector, dict):
             return None
         user_id, key = connector.get("user_id"), connector.get("omero_session_key")
-        return (user_id, key) if isinstance(user_id, int) and isinstance(key, str) else None
+        extra = {k: session[k] for k in EXTRA_KEYS if isinstance(session.get(k), int)}
+        return (user_id, key, extra) if isinstance(user_id, int) and isinstance(key, str) else None
 
     async def save(self, cookie: str, user_id: int, omero_key: str, session: dict) -> None:
         await self.client.set(REDIS_PREFIX + cookie, pickle.dumps(session, pickle.DEFAULT_PROTOCOL), ex=self.ttl)
@@ -149,7 +166,20 @@ class Sessions:
         if found is None:
             return None
         ident = self.from_key(found[1])
-        return Identity(ident.user, ident.omero_key, cookie) if ident and ident.user.id == found[0] else None
+        if ident is None or ident.user.id != found[0]:
+            return None
+        return Identity(ident.user, ident.omero_key, cookie, extra=dict(found[2]))
+
+    async def update(self, ident: Identity, **extra: int | None) -> None:
+        """Set (None: drop) keys of the Django session, as `request.session[k] = v` does; a request
+        without a session cookie (bsession, ?username) has nowhere to keep them."""
+        if ident.cookie is None:
+            return
+        ident.extra.update(extra)
+        for k in [k for k, v in ident.extra.items() if v is None]:
+            del ident.extra[k]
+        session = {**self.session_dict(ident.user, ident.omero_key), **ident.extra}
+        await self.store.save(ident.cookie, ident.user.id, ident.omero_key, session)
 
     async def logout(self, ident: Identity | None) -> None:
         if ident is None:
@@ -194,3 +224,18 @@ def csrf_ok(request: Request, form_token: str | None) -> bool:
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(48)[:64]
+
+
+def csrf_token_for(request: Request) -> str:
+    """Django's get_token: the request's csrftoken cookie, else a new one."""
+    return request.cookies.get("csrftoken") or new_csrf_token()
+
+
+def use_csrf(response, token: str):  # noqa: ANN001, ANN201 - a Starlette Response
+    """What CsrfViewMiddleware does once a view used the token: (re)send the cookie to renew it
+    (CSRF_COOKIE_NEEDS_UPDATE) and add `Vary: Cookie`."""
+    response.set_cookie("csrftoken", token, path="/", samesite="lax")
+    vary = response.headers.get("vary")
+    if not vary or "cookie" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Cookie" if vary else "Cookie"
+    return response

@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 
 from starlette.responses import Response
 
+from bench.sim.annotations import FILE_BASE
 from bench.sim.catalog import Catalog, Dataset, Owned, Plate
 from bench.sim.http import AUTH_NONE, Ctx, Endpoint, json_response
 from bench.sim.presets import PUBLIC
@@ -28,6 +29,13 @@ def _plate(cat: Catalog, p: Plate) -> dict:
 
 def _dataset(cat: Catalog, d: Dataset) -> dict:
     return {**_owned(cat, d), "project": d.project_id, "images": d.n_images, "first_image": d.image_base}
+
+
+def _public_user(ctx: Ctx) -> dict | None:
+    """What a warmer needs to build the public user's browsing URLs: its id and active group
+    (`WEBCLIENT.active_group_id` of its page)."""
+    user = ctx.sim.sessions.public_user if ctx.sim.config.public else None
+    return {"id": user.id, "username": user.name, "active_group": user.default_group} if user else None
 
 
 def info(cat: Catalog, ctx: Ctx) -> dict:
@@ -61,7 +69,9 @@ def info(cat: Catalog, ctx: Ctx) -> dict:
         "users": [{"id": u.id, "username": u.name, "password": u.password, "public": u.public,
                    "groups": [cat.groups[g].name for g in u.groups]} for u in cat.users.values()],
         "groups": [{"id": g.id, "name": g.name, "perm": g.perm} for g in cat.groups.values()],
-        "screens": [{**_owned(cat, s), "plates": list(s.plate_ids)} for s in cat.screens.values()],
+        "public_user": _public_user(ctx),
+        "screens": [{**_owned(cat, s), "plates": list(s.plate_ids), "table_file": FILE_BASE + s.id}
+                    for s in cat.screens.values()],
         "plates": [_plate(cat, p) for p in cat.plates.values()],
         "projects": [{**_owned(cat, p), "datasets": list(p.dataset_ids)} for p in cat.projects.values()],
         "datasets": [_dataset(cat, d) for d in cat.datasets.values() if not d.orphan],

@@ -1,4 +1,5 @@
-"""`/webclient/`: the thumbnail/render mirrors (placeholders instead of 404), login and logout.
+"""`/webclient/`: the thumbnail/render mirrors (placeholders instead of 404), login and logout (the page
+itself is in pages.py, the tree in tree.py, the panels in panels.py).
 
 The optional share id of wc/urls.py:128-225 is a path segment, never a width: thumbnails are then
 the default size. The sim has no shares, so every share id is one OMERO does not find, and OMERO
@@ -45,11 +46,6 @@ async def get_thumbnail(ctx: Ctx) -> Response:
 async def get_thumbnails(ctx: Ctx) -> Response:
     """webgateway's get_thumbnails_json without `_defcb`: missing images are null here too."""
     return await iv.thumbnail_batch(ctx, None)
-
-
-async def index(ctx: Ctx) -> Response:
-    return HTMLResponse(f"<html><body><h1>OMERO.webclient (sim)</h1><p>Logged in as "
-                        f"{html.escape(ctx.user.name)}</p></body></html>")
 
 
 def _login_page(token: str, url: str, message: str = "") -> HTMLResponse:
@@ -115,7 +111,6 @@ ENDPOINTS = [
              gw.render_thumbnail),
     Endpoint("webclient:imgData", share_prefix(f"imgData/{IID}/"), gw.img_data, jsonp=JSONP_WEB),
     Endpoint("webclient:saveImgRDef", (f"{WC}/saveImgRDef/{IID}/",), gw.save_img_rdef, AUTH_WEB, ("POST",)),
-    Endpoint("webclient:index", (f"{WC}/",), index),
     Endpoint("webclient:login", (f"{WC}/login/",), login, AUTH_NONE, ("GET", "POST")),
     Endpoint("webclient:logout", (f"{WC}/logout/",), logout, AUTH_WEB, ("GET", "POST")),
 ]
