@@ -54,11 +54,15 @@ class Tally:
     requests: int = 0
     bytes: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)     # seconds per named step of a load (a click)
 
     def add(self, r: Response) -> None:
         self.requests += 1
         self.bytes += len(r.body)
         self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
+
+    def step(self, name: str, seconds: float) -> None:
+        self.steps[name] = seconds
 
 
 async def _open(host: str, port: int, tls: ssl.SSLContext | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -115,20 +119,47 @@ class _H1Connection:
 
 
 class H1Session:
-    """Up to `connections` keep-alive connections; a burst fans out over them, one request each at a time."""
+    """Up to `connections` keep-alive connections; a burst fans out over them, one request each at a time.
+
+    The limit holds across concurrent `get_many` calls (a page firing several requests at once, as a
+    browsing click does): a caller past the limit waits for a connection to be handed back."""
 
     def __init__(self, host: str, port: int, connections: int = H1_CONNECTIONS) -> None:
         self.host, self.port, self.connections = host, port, connections
         self.authority = f"{host}:{port}".encode()
         self.idle: list[_H1Connection] = []
+        self.waiting: deque[asyncio.Future] = deque()
         self.opened = 0
+        self.live = 0
 
     async def _connection(self) -> _H1Connection:
-        if self.idle:
-            return self.idle.pop()
-        reader, writer = await _open(self.host, self.port, None)
-        self.opened += 1
-        return _H1Connection(reader, writer, self.authority)
+        while True:
+            if self.idle:
+                return self.idle.pop()
+            if self.live < self.connections:
+                self.live += 1
+                try:
+                    reader, writer = await _open(self.host, self.port, None)
+                except BaseException:
+                    self._release(None)
+                    raise
+                self.opened += 1
+                return _H1Connection(reader, writer, self.authority)
+            future = asyncio.get_running_loop().create_future()
+            self.waiting.append(future)
+            await future
+
+    def _release(self, conn: _H1Connection | None) -> None:
+        """Keep `conn` for reuse (None: its connection was closed, the slot is free) and wake one waiter."""
+        if conn is None:
+            self.live -= 1
+        else:
+            self.idle.append(conn)
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return (await self.get_many([path], headers))[0]
@@ -138,18 +169,26 @@ class H1Session:
         todo = deque(enumerate(paths))
 
         async def worker() -> None:
-            conn = await self._connection()
+            conn: _H1Connection | None = None
             try:
                 while todo:
+                    if conn is None:
+                        conn = await self._connection()
+                        if not todo:
+                            break
                     i, path = todo.popleft()
                     results[i] = await conn.get(path, headers or {})
                     if not conn.reusable:
                         conn.close()
-                        conn = await self._connection()
+                        conn = None
+                        self._release(None)
             except BaseException:
-                conn.close()
+                if conn is not None:
+                    conn.close()
+                    self._release(None)
                 raise
-            self.idle.append(conn)
+            if conn is not None:
+                self._release(conn)
 
         await asyncio.gather(*(worker() for _ in range(min(self.connections, len(paths)))))
         return results  # type: ignore[return-value]
@@ -279,6 +318,7 @@ class H2Session:
         self.authority_field = _hpack_literal(1, f"{host}:{port}".encode())
         self.common_fields = _hpack_literal(58, USER_AGENT) + _hpack_literal(19, b"*/*")
         self.writer: asyncio.StreamWriter | None = None
+        self.connecting: asyncio.Future | None = None
         self.reader_task: asyncio.Task | None = None
         self.pending: deque[tuple[bytes, asyncio.Future]] = deque()
         self.streams: dict[int, _Stream] = {}
@@ -393,8 +433,9 @@ class H2Session:
     async def get_many(self, paths: list[str], headers: dict[str, str] | None = None) -> list[Response]:
         if self.failure:
             raise self.failure
-        if self.writer is None:
-            await self._connect()
+        if self.connecting is None:                     # concurrent first calls share one connection
+            self.connecting = asyncio.ensure_future(self._connect())
+        await asyncio.shield(self.connecting)
         assert self.writer is not None
         loop = asyncio.get_running_loop()
         pseudo = b"\x82" + self.scheme_field + self.authority_field      # :method GET, :scheme, :authority
@@ -412,6 +453,9 @@ class H2Session:
         return list(await asyncio.gather(*futures))
 
     async def close(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            await asyncio.gather(self.connecting, return_exceptions=True)
         if self.reader_task is not None:
             self.reader_task.cancel()
             await asyncio.gather(self.reader_task, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""The benchmark subcommands of `bench`: plate-384, tiles, hits, warm and all.
+"""The benchmark subcommands of `bench`: plate-384, tiles, browse, hits, warm and all.
 
 Each run starts everything it measures on loopback ports it picks (the simulated OMERO, the
 edge, nginx, delay proxies) and stops it all by PID when it ends, even on errors or Ctrl-C.
@@ -10,15 +10,16 @@ import signal
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.table import Table
 
 from bench.certs import CertsUnavailable
 from bench.clients import Transport
-from bench.measure import LoadFailed, Meter, run_matrix
+from bench.measure import LoadFailed, Meter, Record, run_matrix
 from bench.nginx import SKIP_CHOICES, NginxMissing
 from bench.procs import StartError
 from bench.report import Report, load_report, print_report, write_json
 from bench.sim.cli import positive_int
-from bench.targets import TARGETS, RunSettings, Stack
+from bench.targets import RECACHE, TARGETS, RunSettings, Stack
 
 ERR = Console(stderr=True)
 TRANSPORTS = tuple(t.value for t in Transport)
@@ -58,15 +59,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nginx-skip", choices=SKIP_CHOICES, default="idr",
                    help="nginx proxy_no_cache rule: idr = IDR's list of cacheable URLs (the plate grid and imgData "
                         "are not cached), none = cache every GET (default idr)")
+    g.add_argument("--nginx-sendfile", choices=("on", "off"), default="on",
+                   help="sendfile of the nginx proxy cache: on (Debian's nginx.conf; sequential HTTP/2 hits then wait "
+                        "~40 ms each for a delayed ACK) or off (default on)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write every figure and the settings as JSON")
     o.add_argument("--plot", metavar="FILE.png", help="write a matplotlib plot comparing the targets")
 
 
-def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...], targets: tuple[str, ...] = TARGETS) -> None:
     g = p.add_argument_group("what to measure")
-    g.add_argument("--targets", type=_csv(TARGETS), default=list(TARGETS),
-                   help=f"comma-separated subset of {','.join(TARGETS)} (default all)")
+    g.add_argument("--targets", type=_csv(targets), default=list(targets),
+                   help=f"comma-separated subset of {','.join(targets)} (default all)")
     if len(modes) > 1:
         g.add_argument("--modes", type=_csv(modes), default=list(modes),
                        help=f"comma-separated subset of {','.join(modes)} (default all)")
@@ -98,7 +102,8 @@ def _add_warm_options(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> RunSettings:
     return RunSettings(workers=args.workers, speed=args.speed, scale=args.scale,
-                       server_workers=args.server_workers, nginx_skip=args.nginx_skip)
+                       server_workers=args.server_workers, nginx_skip=args.nginx_skip,
+                       nginx_sendfile=args.nginx_sendfile)
 
 
 def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
@@ -106,8 +111,10 @@ def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
             "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
 
 
-def _run_loads(scenario_type: type, modes: tuple[str, ...]) -> Runner:
-    """A Runner for a load scenario (bench.scenarios.plate / .tiles) over the full target matrix."""
+def _run_loads(scenario_type: type, modes: tuple[str, ...], finish: Callable[[object, list[Record]], None] | None = None,
+               table: Callable[[list[Record]], Table] | None = None) -> Runner:
+    """A Runner for a load scenario (bench.scenarios.plate / .tiles / .browse) over the full target matrix;
+    `finish` adds figures to the records before the report, `table` replaces the default table."""
     def run(args: argparse.Namespace, stack: Stack) -> Report:
         params = _load_params(args, modes)
         meter = Meter(stack, args.load_timeout, _log)
@@ -118,8 +125,10 @@ def _run_loads(scenario_type: type, modes: tuple[str, ...]) -> Runner:
                                          args.repeat)
         finally:
             meter.close()
+        if finish is not None:
+            finish(scenario, records)
         return load_report(scenario.name, _settings(args), {**params, **scenario.describe()}, records,
-                           [f"{name}: filled by {how}" for name, how in primed.items()])
+                           [f"{name}: filled by {how}" for name, how in primed.items()], table)
     return run
 
 
@@ -134,6 +143,13 @@ def run_plate(args: argparse.Namespace, stack: Stack) -> Report:
     params = {**_load_params(args, plate.MODES), "modes": ["webclient"], "transports": ["h2-tls"], "browser": True}
     records = run_browser(stack, params["targets"], params["rtts_ms"], args.repeat, args.load_timeout, _log)
     return load_report("plate-384", _settings(args), params, records, NOTES)
+
+
+def run_browse(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.report import steps_table
+    from bench.scenarios import browse
+
+    return _run_loads(browse.BrowseScenario, browse.MODES, browse.BrowseScenario.annotate, steps_table)(args, stack)
 
 
 def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
@@ -208,7 +224,7 @@ def _command(runner: Runner) -> Callable[[argparse.Namespace], int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.scenarios import plate, tiles
+    from bench.scenarios import browse, plate, tiles
 
     p = sub.add_parser("plate-384", help="load a 384-well plate: backend direct vs edge vs nginx proxy cache",
                        description="Loads a 384-well plate as OMERO.web clients do: `webclient` (the plate grid, "
@@ -230,6 +246,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_loads(p, tiles.MODES)
     _add_common(p)
     p.set_defaults(run=_command(_run_loads(tiles.TilesScenario, tiles.MODES)))
+
+    p = sub.add_parser("browse", help="a visitor browsing the webclient: screen → plate → well → image, "
+                                      "project → dataset → image",
+                       description="The webclient's browsing requests (docs/browse.md) click after click: the page "
+                                   "(/webclient/?experimenter=-1, getImgRDef, open_with, the tree's root), a screen, "
+                                   "its first plate (grid and thumbnails as JSONP), a well, its image and the image's "
+                                   "tabs, then a project, a dataset and its first image. Every jQuery GET has a fresh "
+                                   "_=<counter>. Per-click and total time, backend requests per visit (the never-"
+                                   f"cached page requests apart). {RECACHE}: nginx filled as IDR's recache.py does "
+                                   "(map annotations without _).")
+    _add_loads(p, browse.MODES, (*TARGETS, RECACHE))
+    _add_common(p)
+    p.set_defaults(run=_command(run_browse))
 
     p = sub.add_parser("hits", help="cache-hit throughput and latency with h2load: edge vs nginx static vs proxy cache",
                        description="h2load against the warm edge, nginx serving the same bytes as static files, and "

@@ -43,7 +43,7 @@ class Record:
     requests: int
     bytes: int
     backend_renders: int          # most backend renders in any one load (a warm load must show 0)
-    backend_requests: int         # most backend requests in any one load
+    backend_requests: int         # most backend requests in any one load (extra: that load's by endpoint)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -106,22 +106,34 @@ class Meter:
              repeat: int) -> Record:
         samples: list[float] = []
         renders: list[int] = []
-        backend: list[int] = []
+        backend: list[dict[str, int]] = []
+        steps: dict[str, list[float]] = {}
         tally = Tally()
         for _ in range(repeat):
             target.before_load(transport)
-            before = self.stack.sim.totals()
+            before = self.stack.sim.stats()
             seconds, tally = self.once(load, mode, target, transport)
-            after = self.stack.sim.totals()
+            after = self.stack.sim.stats()
             samples.append(seconds)
-            renders.append(after["renders"] - before["renders"])
-            backend.append(after["requests"] - before["requests"])
+            renders.append(after["total"]["renders"] - before["total"]["renders"])
+            backend.append(_delta(before["requests"], after["requests"]))
+            for name, step_s in tally.steps.items():
+                steps.setdefault(name, []).append(step_s)
+        busiest = max(backend, key=lambda by: sum(by.values()))
         record = Record(target.name, mode, transport.value, rtt_ms, repeat, statistics.median(samples),
                         percentile(samples, 95), min(samples), max(samples), [round(s, 6) for s in samples],
-                        tally.requests, tally.bytes, max(renders), max(backend))
+                        tally.requests, tally.bytes, max(renders), sum(busiest.values()),
+                        {"backend_by_endpoint": busiest})
+        if steps:
+            record.extra["steps_ms"] = {name: round(statistics.median(v) * 1000, 3) for name, v in steps.items()}
         self.log(f"{target.name:10} {mode:9} {transport.value:6} rtt {rtt_ms:g} ms: median "
                  f"{record.median_s * 1000:.1f} ms, {record.requests} req, {record.backend_renders} renders")
         return record
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Requests per backend endpoint between two `/_sim/stats` snapshots (endpoints with none left out)."""
+    return {name: n - before.get(name, 0) for name, n in sorted(after.items()) if n > before.get(name, 0)}
 
 
 class Primer:

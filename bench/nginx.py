@@ -1,7 +1,9 @@
 """nginx as a competitor: the IDR's proxy cache in front of the backend, or plain static files.
 
 The proxy cache follows IDR's production config (see shared/omero-web-api.md §7): the key is
-`$request_uri` with the `_=<ts>` cache-buster removed by a map, `proxy_cache_lock`, stale
+`$request_uri` with `_=<digits>` removed by IDR's map `^(.+[?&])_=\d+(.*)$` → `$1$2`, which keeps
+the separator before it (a browser's `…&image=1&_=5` is keyed `…&image=1&`, IDR's recache.py's
+`…&image=1` without `_` is keyed as it is: two entries, so warmed ones are missed), `proxy_cache_lock`, stale
 answers while updating, Set-Cookie/Vary/Expires ignored and Set-Cookie hidden, 200s valid for
 a day. IDR also skips the cache (`proxy_no_cache`) for anything outside its list of cacheable
 URLs, and that list lacks the plate grid (`webgateway/plate/`) and `imgData`; `skip="idr"`
@@ -38,8 +40,11 @@ class Listeners:
     tls: int
 
 
-def _prologue(prefix: Path, listeners: Listeners, certs: Certs, workers: int) -> tuple[str, str]:
-    """(top of the config up to `http {`, the three listen lines) shared by both shapes."""
+def _prologue(prefix: Path, listeners: Listeners, certs: Certs, workers: int, sendfile: bool = True) -> tuple[str, str]:
+    """(top of the config up to `http {`, the three listen lines) shared by both shapes.
+
+    `sendfile on` (Debian's nginx.conf) stalls sequential HTTP/2 cache hits ~40 ms each here (the
+    DATA frame waits for the client's delayed ACK of the HEADERS segment); `sendfile off` avoids it."""
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp = "\n".join(f"  {kind}_temp_path {prefix}/tmp/{kind};" for kind in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -51,7 +56,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
 {temp}
-  sendfile on; tcp_nopush on; tcp_nodelay on;
+  sendfile {'on' if sendfile else 'off'}; tcp_nopush on; tcp_nodelay on;
   keepalive_requests 1000000; keepalive_timeout 65;
   ssl_certificate {certs.cert}; ssl_certificate_key {certs.key};
   ssl_protocols TLSv1.2 TLSv1.3;
@@ -62,14 +67,14 @@ http {{
 
 
 def proxy_cache_conf(prefix: Path, listeners: Listeners, certs: Certs, backend_port: int, workers: int = 1,
-                     skip: str = "idr") -> str:
-    top, listen = _prologue(prefix, listeners, certs, workers)
+                     skip: str = "idr", sendfile: bool = True) -> str:
+    top, listen = _prologue(prefix, listeners, certs, workers, sendfile)
     cacheable = "".join(f"    ~{pattern} 0;\n" for pattern in IDR_CACHEABLE)
     skip_map = (f"  map $request_uri $skip_cache {{\n    default 1;\n{cacheable}  }}\n" if skip == "idr"
                 else "  map $request_uri $skip_cache { default 0; }\n")
     return top + f"""  proxy_cache_path {prefix}/cache levels=1:2 keys_zone=omero:32m max_size=4g inactive=180d use_temp_path=off;
   map $request_uri $cache_key {{
-    ~^(?<k1>.+[?&])_=\\d+&?(?<k2>.*)$ $k1$k2;
+    ~^(?<k1>.+[?&])_=\\d+(?<k2>.*)$ $k1$k2;
     default $request_uri;
   }}
 {skip_map}  upstream omeroweb {{ server 127.0.0.1:{backend_port}; keepalive 64; }}

@@ -89,10 +89,11 @@ class Report:
                 "results": self.results}
 
 
-def load_report(scenario: str, settings: RunSettings, params: dict, records: list[Record], notes: list[str]) -> Report:
-    """The report of a load scenario (plate-384, tiles): ratios added, a table and a plot of the records."""
+def load_report(scenario: str, settings: RunSettings, params: dict, records: list[Record], notes: list[str],
+                table: Callable[[list[Record]], Table] | None = None) -> Report:
+    """The report of a load scenario (plate-384, tiles, browse): ratios added, a table and a plot of the records."""
     add_ratios(records)
-    return Report(scenario, settings, params, [r.to_json() for r in records], records_table(records),
+    return Report(scenario, settings, params, [r.to_json() for r in records], (table or records_table)(records),
                   [COLD, CONNECTIONS, RTT, *notes], lambda path: plot(path, records, scenario))
 
 
@@ -105,6 +106,10 @@ def add_ratios(records: list[Record]) -> None:
         direct = index.get(("direct", r.mode, "h2" if r.transport == "h2-tls" else r.transport, r.rtt_ms))
         if direct is not None:
             r.extra["speedup_vs_direct"] = round(direct.median_s / r.median_s, 2)
+            mine, theirs = r.extra.get("steps_ms", {}), direct.extra.get("steps_ms", {})
+            if mine and theirs:
+                r.extra["steps_speedup_vs_direct"] = {name: round(theirs[name] / ms, 2) for name, ms in mine.items()
+                                                      if name in theirs and ms > 0}
         if r.target.startswith("edge-"):
             nginx = index.get(("nginx-" + r.target.split("-", 1)[1], r.mode, r.transport, r.rtt_ms))
             if nginx is not None:
@@ -156,6 +161,25 @@ def records_table(records: list[Record]) -> Table:
             cells += [f"{_ms(r.median_s)} ({_ms(r.p95_s)}, {_ms(r.min_s)})",
                       _ratio(r.extra.get("speedup_vs_direct"), "×"), _ratio(r.extra.get("ratio_vs_nginx"), "")]
         table.add_row(*cells)
+    return table
+
+
+def steps_table(records: list[Record]) -> Table:
+    """One row per target × transport × RTT: each step's median ms (× direct), the total, backend requests."""
+    steps = list(dict.fromkeys(name for r in records for name in r.extra.get("steps_ms", {})))
+    table = Table(show_lines=False, header_style="bold")
+    for name in ("target", "transport", "RTT"):
+        table.add_column(name)
+    for name in (*steps, "total"):
+        table.add_column(f"{name}\nms (× direct)", justify="right")
+    table.add_column("backend req\n(cacheable)", justify="right")
+    for r in sorted(records, key=lambda r: (r.rtt_ms, r.transport)):
+        ms, ratios = r.extra.get("steps_ms", {}), r.extra.get("steps_speedup_vs_direct", {})
+        cells = [f"{ms[name]:,.1f} ({_ratio(ratios.get(name), '×')})" if name in ms else "-" for name in steps]
+        cacheable = r.extra.get("backend_cacheable")
+        table.add_row(r.target, r.transport, f"{r.rtt_ms:g}", *cells,
+                      f"{_ms(r.median_s)} ({_ratio(r.extra.get('speedup_vs_direct'), '×')})",
+                      f"{r.backend_requests}" + ("" if cacheable is None else f" ({cacheable})"))
     return table
 
 

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bench.nginx import Listeners, Nginx, proxy_cache_conf
 from bench.procs import HOST, Child, Children, console_script, free_port
 
 TARGETS = ("direct", "edge-cold", "edge-warm", "nginx-cold", "nginx-warm")
+RECACHE = "nginx-recache"     # nginx filled the way IDR's published scripts fill it (bench browse only)
 WARM_TOKEN = "bench-warm-token"
 PURGE_TOKEN = "bench-purge-token"
 
@@ -39,6 +41,7 @@ class RunSettings:
     scale: str = "small"
     server_workers: int = 1     # edge and nginx worker processes
     nginx_skip: str = "idr"     # nginx proxy_no_cache rule (bench.nginx.SKIP_CHOICES)
+    nginx_sendfile: str = "on"  # the proxy cache's sendfile (on, Debian's default, or off)
 
 
 class Sim:
@@ -54,9 +57,13 @@ class Sim:
         self.child.wait_port(self.ms_port)
         self.info: dict = httpx.get(self.url + "/_sim/info", timeout=30).json()
 
+    def stats(self) -> dict:
+        """`/_sim/stats`: {"requests": {endpoint: N}, "renders": {endpoint: N}, "total": {...}} so far."""
+        return httpx.get(self.url + "/_sim/stats", timeout=30).json()
+
     def totals(self) -> dict[str, int]:
         """{"requests": N, "renders": N} so far (both ports share one state)."""
-        return httpx.get(self.url + "/_sim/stats", timeout=30).json()["total"]
+        return self.stats()["total"]
 
 
 class Target:
@@ -202,14 +209,16 @@ class Edge(Target):
 class NginxCache(Target):
     """nginx proxy_cache in front of the backend, configured like IDR's (bench.nginx)."""
 
-    def __init__(self, stack: Stack, warm: bool) -> None:
+    def __init__(self, stack: Stack, warm: bool, name: str | None = None) -> None:
         super().__init__(stack)
         self.warm = warm
-        self.name = "nginx-warm" if warm else "nginx-cold"
+        self.name = name or ("nginx-warm" if warm else "nginx-cold")
+        # Set by a scenario to fill an emptied cache before every load (a fill the loads must not add to).
+        self.refill: Callable[[], None] | None = None
         self.listeners = Listeners(free_port(), free_port(), free_port())
         prefix = stack.fresh_dir("nginx")
         conf = proxy_cache_conf(prefix, self.listeners, stack.certs, stack.sim.port, stack.settings.server_workers,
-                                stack.settings.nginx_skip)
+                                stack.settings.nginx_skip, stack.settings.nginx_sendfile == "on")
         self.nginx = Nginx(stack.children, prefix, self.listeners, conf)
 
     def ports(self) -> dict[Transport, int]:
@@ -222,8 +231,10 @@ class NginxCache(Target):
         self.nginx.stop()
 
     def before_load(self, transport: Transport) -> None:
-        if not self.warm:
+        if not self.warm or self.refill is not None:
             self.nginx.restart(clear_cache=True)
+        if self.refill is not None:
+            self.refill()
 
 
 class Stack:
@@ -254,6 +265,8 @@ class Stack:
             return Edge(self, warm=name == "edge-warm")
         if name in ("nginx-cold", "nginx-warm"):
             return NginxCache(self, warm=name == "nginx-warm")
+        if name == RECACHE:
+            return NginxCache(self, warm=True, name=RECACHE)
         raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
 
     def close(self) -> None:

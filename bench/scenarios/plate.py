@@ -15,19 +15,17 @@ Warm targets are filled before timing: the edge by `warm plate <pid>` through it
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 
 from bench.clients import JQuery, Response, Session, Tally, Transport, js_param, unwrap_jsonp
 from bench.measure import LoadFailed, Meter, Primer
-from bench.procs import console_script
-from bench.targets import WARM_TOKEN, Edge, Stack, Target
+from bench.targets import Edge, Stack, Target
+from bench.warmer import run_warm
 
 MODES = ("webclient", "per-well")
 BATCH = 50                  # omero.web.thumbnails_batch's default
 WELLS = 384
-WARM_TIMEOUT = 600.0
 
 
 def find_plate(info: dict) -> dict:
@@ -74,22 +72,8 @@ class PlateScenario:
         return tally
 
     async def load_webclient(self, session: Session) -> Tally:
-        """ome.plateview.js: gs_json(grid), then from its success handler gs_json(batch) for every batch."""
-        jq, tally = JQuery(), Tally()
-        url, name = jq.jsonp(f"/webgateway/plate/{self.plate['id']}/{self.field}/")
-        grid = await session.get(url)
-        tally.add(grid)
-        if grid.status != 200:
-            return tally
-        body = _jsonp_body(grid, name, url)
-        jq.done(name)
-        ids = [cell["id"] for row in json.loads(body)["grid"] for cell in row if cell]
-        sent = [jq.jsonp("/webgateway/get_thumbnails/?" + js_param(("id", i) for i in ids[k:k + self.batch]))
-                for k in range(0, len(ids), self.batch)]
-        for (url, name), response in zip(sent, await session.get_many([url for url, _ in sent])):
-            tally.add(response)
-            if response.status == 200:
-                _jsonp_body(response, name, url)
+        tally = Tally()
+        await plate_view(session, JQuery(), tally, self.plate["id"], self.field, self.batch)
         return tally
 
     def prime(self, target: Target, mode: str, transport: Transport) -> str:
@@ -106,6 +90,27 @@ class PlateScenario:
                 "IDR's key $request_uri keeps, so nginx never hits them again)")
 
 
+async def plate_view(session: Session, jq: JQuery, tally: Tally, plate_id: int, field: int, batch: int) -> dict | None:
+    """ome.plateview.js: gs_json(grid), then from its success handler gs_json(batch) for every batch.
+
+    Returns the grid's JSON (None if it was not a 200); every answer must be NAME(json)."""
+    url, name = jq.jsonp(f"/webgateway/plate/{plate_id}/{field}/")
+    grid = await session.get(url)
+    tally.add(grid)
+    if grid.status != 200:
+        return None
+    doc = json.loads(_jsonp_body(grid, name, url))
+    jq.done(name)
+    ids = [cell["id"] for row in doc["grid"] for cell in row if cell]
+    sent = [jq.jsonp("/webgateway/get_thumbnails/?" + js_param(("id", i) for i in ids[k:k + batch]))
+            for k in range(0, len(ids), batch)]
+    for (url, name), response in zip(sent, await session.get_many([url for url, _ in sent])):
+        tally.add(response)
+        if response.status == 200:
+            _jsonp_body(response, name, url)
+    return doc
+
+
 def _jsonp_body(response: Response, name: str, url: str) -> bytes:
     body = unwrap_jsonp(response, name)
     if body is None:
@@ -116,21 +121,5 @@ def _jsonp_body(response: Response, name: str, url: str) -> bytes:
 
 def warm_plate(stack: Stack, edge: Edge, plate_id: int, jobs: int | None = None,
                while_running: Callable[[], None] | None = None) -> None:
-    """`warm plate` through the edge's warm mode, `jobs` requests in flight (default: the backend's workers).
-
-    It goes through the plain server (the warmer has no way to trust the run's private CA); the
-    TLS server shares the disk tier. `while_running` is called about every 20 ms until it exits."""
-    argv = console_script("warm") + [
-        "plate", str(plate_id), "--edge", edge.url, "--token", WARM_TOKEN, "--jobs", str(jobs or stack.settings.workers),
-        "--journal", str(stack.tmp / "warm-journal.sqlite"), "--progress", "none"]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        deadline = time.monotonic() + WARM_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            if while_running is not None:
-                while_running()
-            time.sleep(0.02)
-        if proc.poll() is None:
-            proc.kill()
-        output = proc.communicate()[0]
-    if proc.returncode != 0:
-        raise LoadFailed(f"warm plate {plate_id} failed ({proc.returncode}):\n{output[-3000:]}")
+    """`warm plate <pid>` through the edge's warm mode (bench.warmer)."""
+    run_warm(stack, edge, ["plate", str(plate_id)], jobs, while_running)

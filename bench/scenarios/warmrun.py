@@ -16,7 +16,8 @@ from rich.table import Table
 
 from bench.clients import H1Session
 from bench.procs import HOST
-from bench.scenarios.plate import BATCH, WARM_TIMEOUT, find_plate, warm_plate
+from bench.scenarios.plate import BATCH, find_plate, warm_plate
+from bench.warmer import WARM_TIMEOUT
 from bench.sim.capacity import COSTS_MS
 from bench.targets import Edge, Stack
 
