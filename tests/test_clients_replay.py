@@ -14,18 +14,23 @@ the shared one must not see), its sessions in the session's Redis for the verifi
 """
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 import time
 from contextlib import closing
+from urllib.parse import parse_qsl
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tests.helpers import EdgeProc, Launcher, Sim, start_sim
-from tests.helpers.clients import (AJAX, FETCH, GETJSON_CALLBACK, HOST, JSONP_AJAX, Exchange, Page, Step, Steps,
-                                   backend_base, classic_render, fetch, icon_batches, iviewer_open, iviewer_zoom_pan,
-                                   plate_batches, replay, slider_thumbnails, well_batches)
+from edge.routes import match
+from tests.helpers.clients import (AJAX, BROWSE_PAGE, FETCH, GETJSON_CALLBACK, HOST, JSONP_AJAX, PAGE, Exchange,
+                                   Page, Step, Steps, backend_base, classic_render, fetch, icon_batches, iviewer_open,
+                                   iviewer_zoom_pan, plate_batches, replay, slider_thumbnails, webclient_page,
+                                   well_batches)
 from tests.helpers.warm import TOKEN, warm
 
 pytestmark = pytest.mark.process
@@ -229,5 +234,94 @@ def test_after_warm_the_public_replay_is_all_hits(replay_sim, redis_server, data
         assert [(e.url, e.cache) for e in got if e.cache != "HIT"] == []
         assert stats["total"]["requests"] == 0, stats["requests"]
         assert_like_the_backend(sim, got, cookies, "anonymous", f"{edge_kind} {flow_name} warmed")
+    finally:
+        launcher.stop_all()
+
+
+# --- webclient browsing (issue 18.5; clients.md §10): the page, then screen → plate → well → image and
+# project → dataset → image, each GET with a fresh `_`. The page sets the visitor's session cookie (OMERO.web
+# logs the public user in), which the browser sends from then on: the edge tells a public session from a
+# user's by OMERO.web's session store, so both edges here read it. ---
+BROWSE = Flow((Step(PAGE, BROWSE_PAGE, webclient_page),),
+              (("metadata", "--all", "--wells", "--image-panels", "--image-tabs"), ("thumbnails", "--all")))
+BROWSE_EDGES = {"public-only": ("--session-redis", "{redis}"), **{k: v for k, v in EDGES.items() if k == "verified"}}
+_CSRF = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]*(")')
+
+
+def never_cached(exchange: Exchange) -> bool:
+    """The session's own pages and clipboard (docs/browse.md): passed through, new at every request."""
+    return match(exchange.url.split("?", 1)[0]) is None
+
+
+def assert_browse_like_the_backend(sim: Sim, got: list[Exchange], cookies: dict, user: str, where: str) -> None:
+    """Cached answers equal the backend's to this requester, the comment form's per-render CSRF token aside."""
+    for exchange in got:
+        if never_cached(exchange):
+            assert exchange.cache == "BYPASS" and exchange.status == 200, (where, exchange.url, exchange.cache)
+            continue
+        expected = backend(sim, cookies, user, exchange.url)
+        mine, theirs = (dataclasses.replace(e, body=_CSRF.sub(rb"\1-\2", e.body)) for e in (exchange, expected))
+        assert mine.comparable() == theirs.comparable(), (where, user, exchange.url, exchange.cache,
+                                                           exchange.status, expected.status, exchange.body[:300])
+
+
+@pytest.mark.parametrize("edge_kind", BROWSE_EDGES)
+def test_browsing_answers_like_the_backend_then_hits(replay_sim, redis_server, data, cookies, edge_kind):
+    """Every requester gets their own answers; the second visit's cacheable requests are hits (a user's
+    panel with a comment form aside: it holds a CSRF token, never stored)."""
+    sim, launcher = replay_sim, Launcher(replay_sim)
+    try:
+        edge = launcher.edge(*(a.format(redis=redis_server.url) for a in BROWSE_EDGES[edge_kind]))
+        for user in USERS:
+            where = f"{edge_kind} browse"
+            first = browse(sim, edge.url, BROWSE, data, cookies[user])
+            assert_browse_like_the_backend(sim, first, cookies, user, f"{where} first")
+            assert any(e.url.startswith("/webclient/metadata_details/well/") for e in first), [e.url for e in first]
+            assert any(e.url.startswith("/webclient/api/images/") for e in first), [e.url for e in first]
+            cached = [e for e in first if not never_cached(e)]
+            # what the edge answers from its cache or a fill never sets a cookie (a bypass passes OMERO's on)
+            assert not any(e.set_cookie for e in cached if e.cache != "BYPASS"), \
+                [e.url for e in cached if e.set_cookie and e.cache != "BYPASS"]
+            if user != "anonymous" and edge_kind == "public-only":
+                assert {e.cache for e in cached} == {"BYPASS"}, (user, {e.cache for e in cached})
+                continue
+            again = browse(sim, edge.url, BROWSE, data, cookies[user])
+            forms = {e.url for e in again if b"csrfmiddlewaretoken" in e.body and not never_cached(e)}
+            assert [(e.url, e.cache) for e in again if not never_cached(e) and e.cache != "HIT"
+                    and e.url not in forms] == [], (where, user)
+            assert user != "anonymous" or not forms, forms  # the public user may not annotate
+            assert_browse_like_the_backend(sim, again, cookies, user, f"{where} again")
+    finally:
+        launcher.stop_all()
+
+
+@pytest.mark.parametrize("edge_kind", BROWSE_EDGES)
+def test_after_warm_a_visitor_browsing_is_all_hits(replay_sim, redis_server, data, cookies, edge_kind, tmp_path):
+    """`warm metadata` + `warm thumbnails` on a fresh edge: the visitor's every cacheable request is a HIT and
+    the backend sees only the never-cacheable page and clipboard."""
+    sim, launcher = replay_sim, Launcher(replay_sim)
+    try:
+        edge = launcher.edge(*(a.format(redis=redis_server.url) for a in BROWSE_EDGES[edge_kind]),
+                             env={"EDGE_WARM_TOKEN": TOKEN})
+        journal = str(tmp_path / "journal.sqlite")
+        for argv in BROWSE.warm:
+            done = warm(*argv, "--edge", edge.url, "--host", HOST, "--journal", journal, "--progress", "none",
+                        timeout=240)
+            assert done.returncode == 0, (argv, done.stderr[-2000:])
+        sim.reset()
+        got = browse(sim, edge.url, BROWSE, data, None)
+        stats = sim.stats()
+        # a batch holding an image whose pyramid is still being built answers OMERO's "in progress"
+        # picture for it, which is never stored: that member alone is fetched again
+        building = {str(i) for i in sim.info["in_progress_images"]}
+        refetched = [e for e in got if e.url.startswith("/webgateway/get_thumbnails/")
+                     and building & {v for n, v in parse_qsl(e.url.split("?", 1)[1]) if n == "id"}]
+        assert [(e.url, e.cache) for e in got if not never_cached(e) and e.cache != "HIT"
+                and e not in refetched] == []
+        assert len([e for e in got if not never_cached(e)]) >= 20, [e.url for e in got]
+        passed = {e.url.split("?", 1)[0] for e in got if never_cached(e)}
+        assert passed == {"/webclient/", "/webgateway/getImgRDef/"}, passed
+        assert stats["total"]["requests"] == len(passed) + len(refetched), stats["requests"]
+        assert_browse_like_the_backend(sim, got, cookies, "anonymous", f"{edge_kind} browse warmed")
     finally:
         launcher.stop_all()

@@ -294,11 +294,16 @@ def test_direct_mode_writes_the_browsing_entries(sim, metadata_edges, redis_serv
     result = warm("screen", str(screen["id"]), "--direct", "--redis", f"redis://127.0.0.1:{redis_server.port}/12",
                   "--backend", sim.url, "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"),
                   "--progress", "none")
-    assert result.returncode == 0, result.stderr
-    sim.reset()
+    status = warm("status", "--journal", str(tmp_path / "j.sqlite"))
+    # API v0 pages of the largest plates' wells exceed the Redis tier's redis_max_body: refused there as
+    # the edge itself would; the browsing entries must all be written
+    failures = [line for line in status.stdout.splitlines() if " — " in line and "status  url" not in line]
+    assert result.returncode == 0 or all("/api/v0/" in f and "redis_max_body" in f for f in failures), \
+        (result.stderr, status.stdout)
     urls = [u for urls in webclient_urls(sim, screens=[screen], projects=[], orphaned=False).values() for u in urls]
+    sim.reset()  # after webclient_urls, which reads the plates' grids from the backend
     assert {u: a for u, a in replay(edge, urls).items() if a != "HIT"} == {}
-    assert sim.stats()["total"]["requests"] == 0
+    assert sim.stats()["total"]["requests"] == 0, sim.stats()
 
 
 def test_image_panels_and_tabs_on_request(sim, metadata_edges, tmp_path):

@@ -35,8 +35,10 @@ JSONP = re.compile(r"^([a-zA-Z_$][0-9a-zA-Z_$]*)\((.*)\)$", re.S)
 _BROWSER_SAFE = "!$&()*+,-./:;=?@[\\]^_`{|}~%"  # a browser leaves these as they are in a query
 
 # How a client sends a request: jQuery JSONP, jQuery JSON with cache:false, getJSON("…?callback=?")
-# (JSONP with the name in the URL), an <img src>, or window.fetch.
-JSONP_AJAX, AJAX, GETJSON_CALLBACK, IMG, FETCH = "jsonp", "ajax", "getjson-callback", "img", "fetch"
+# (JSONP with the name in the URL), an <img src>, window.fetch, or the browser loading a page (whose
+# HTML a flow may read, as the webclient's scripts read `WEBCLIENT.*` from it).
+JSONP_AJAX, AJAX, GETJSON_CALLBACK, IMG, FETCH, PAGE = "jsonp", "ajax", "getjson-callback", "img", "fetch", "page"
+_ACTIVE_GROUP = re.compile(rb"WEBCLIENT\.active_group_id\s*=\s*(-?[0-9]+)\s*;")
 
 
 def browser_url(url: str) -> str:
@@ -126,7 +128,8 @@ def replay(client: httpx.Client, steps: Steps, page: Page, data: dict) -> list[E
     """The flow's requests in the client's order, each derived from the answers before it (`steps` may be
     a function of the flow's data, for a flow that starts from ids the page already holds)."""
     out: list[Exchange] = []
-    queue = list(steps({**data, "page": page}) if callable(steps) else
+    ctx = {**data, "page": page}  # one per replay: what a step learns (the page's group) its followers use
+    queue = list(steps(ctx) if callable(steps) else
                  (Step(s.how, s.path.format(**data), s.then) for s in steps))  # derived steps are literal
     while queue:
         step = queue.pop(0)
@@ -135,8 +138,9 @@ def replay(client: httpx.Client, steps: Steps, page: Page, data: dict) -> list[E
         out.append(exchange)
         if step.then is not None:
             _, doc = exchange.unwrapped()
-            assert exchange.status == 200 and not isinstance(doc, bytes), (url, exchange.status, exchange.body[:200])
-            queue = [*step.then(doc, {**data, "page": page}), *queue]
+            assert exchange.status == 200 and (step.how == PAGE or not isinstance(doc, bytes)), \
+                (url, exchange.status, exchange.body[:200])
+            queue = [*step.then(doc, ctx), *queue]
     return out
 
 
@@ -295,3 +299,75 @@ def classic_render(data: dict, ctx: dict) -> list[Step]:
              "maps=" + json.dumps(maps_json, separators=(",", ":")).replace(" ", "")]
     return [Step(IMG, f"/webgateway/render_image/{data['id']}/{rdefs['defaultZ']}/{rdefs['defaultT']}/?"
                       + "&".join(query))]
+
+
+# --- webclient browsing (clients.md §10; ome.tree.js:442-560 builds each listing's query in this order:
+# id, experimenter_id, page, sizeXYZ, date, group; every GET is jQuery with cache:false) -----------------
+
+BROWSE_PAGE = "/webclient/?experimenter=-1"  # IDR's nginx sends /webclient to the whole group's view
+
+
+def webclient_page(html: bytes, ctx: dict) -> list[Step]:
+    """The page's scripts: the rdef clipboard, open-with options, then the tree's root and top level in
+    the viewer's active group (base_container.html:166 `WEBCLIENT.active_group_id`)."""
+    found = _ACTIVE_GROUP.search(html)
+    assert found, html[:300]
+    ctx["gid"] = gid = int(found.group(1))
+    return [Step(AJAX, "/webgateway/getImgRDef/"), Step(AJAX, "/webgateway/open_with/"),
+            Step(AJAX, f"/webclient/api/experimenters/-1/?page=1&group={gid}"),
+            Step(AJAX, f"/webclient/api/containers/?id=-1&experimenter_id=-1&page=0&group={gid}", browse_top)]
+
+
+def _panels(kind: str, ident: int, query: str = "") -> list[Step]:
+    """The right-hand panel and the key-value pairs mapr shows for a selected object."""
+    return [Step(AJAX, f"/webclient/metadata_details/{kind}/{ident}/{query}"),
+            Step(AJAX, f"/webclient/api/annotations/?type=map&parents=true&{kind}={ident}")]
+
+
+def browse_top(doc: dict, ctx: dict) -> list[Step]:
+    """Click the first screen, then (after its plate, well and image) the first project."""
+    gid, steps = ctx["gid"], []
+    if doc["screens"]:
+        sid = doc["screens"][0]["id"]
+        steps += [Step(AJAX, f"/webclient/api/plates/?id={sid}&page=0&group={gid}", browse_plates),
+                  *_panels("screen", sid)]
+    if doc["projects"]:
+        pid = doc["projects"][0]["id"]
+        steps += [Step(AJAX, f"/webclient/api/datasets/?id={pid}&page=0&group={gid}", browse_datasets),
+                  *_panels("project", pid)]
+    return steps
+
+
+def browse_plates(doc: dict, ctx: dict) -> list[Step]:
+    """Click the screen's first plate: its runs (if any), the centre panel, the grid, its panels."""
+    plate = doc["plates"][0]
+    steps = [Step(AJAX, f"/webclient/api/plate_acquisitions/?id={plate['id']}&page=0&group={ctx['gid']}")] \
+        if plate.get("childCount") else []
+    return [*steps, Step(AJAX, f"/webclient/load_plate/plate/{plate['id']}/?index=0"),
+            Step(JSONP_AJAX, f"/webgateway/plate/{plate['id']}/0/", browse_grid), *_panels("plate", plate["id"])]
+
+
+def browse_grid(grid: dict, ctx: dict) -> list[Step]:
+    """The grid's thumbnail batches, then a click on its first well and that well's image."""
+    cell = next(cell for row in grid["grid"] for cell in row if cell)
+    return [*plate_batches(grid, ctx), *_panels("well", cell["wellId"], "?index=0"),
+            Step(AJAX, f"/webgateway/well/{cell['wellId']}/children/", well_batches), *_image_panels(cell["id"])]
+
+
+def _image_panels(iid: int) -> list[Step]:
+    """The image's panels, then its acquisition, preview and hierarchy tabs opened in turn."""
+    return [*_panels("image", iid),
+            *(Step(AJAX, f"/webclient/metadata_{tab}/image/{iid}/") for tab in ("acquisition", "preview", "hierarchy"))]
+
+
+def browse_datasets(doc: dict, ctx: dict) -> list[Step]:
+    """Click the project's first dataset: its images (the tree's first page), its panels."""
+    did = doc["datasets"][0]["id"]
+    return [Step(AJAX, f"/webclient/api/images/?id={did}&page=1&sizeXYZ=true&date=true&group={ctx['gid']}",
+                 browse_images), *_panels("dataset", did)]
+
+
+def browse_images(doc: dict, ctx: dict) -> list[Step]:
+    """The dataset's icons (webclient batches), then a click on its first image."""
+    ids = [image["id"] for image in doc["images"]]
+    return [*_batches(AJAX, "/webclient/get_thumbnails/", ids, ctx["batch"]), *_image_panels(ids[0])]
