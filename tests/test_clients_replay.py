@@ -242,10 +242,25 @@ def test_after_warm_the_public_replay_is_all_hits(replay_sim, redis_server, data
 # project → dataset → image, each GET with a fresh `_`. The page sets the visitor's session cookie (OMERO.web
 # logs the public user in), which the browser sends from then on: the edge tells a public session from a
 # user's by OMERO.web's session store, so both edges here read it. ---
+# Warmed: the tree and panels of the screen and the project the visitor opens (the first of each in the
+# containers listing), the clicked plate's and dataset's images with their panels and tabs.
 BROWSE = Flow((Step(PAGE, BROWSE_PAGE, webclient_page),),
-              (("metadata", "--all", "--wells", "--image-panels", "--image-tabs"), ("thumbnails", "--all")))
+              (("screen", "{bscreen}", "--only", "metadata"), ("project", "{bproject}", "--only", "metadata"),
+               ("plate", "{bplate}", "--wells", "--image-panels", "--image-tabs"),
+               ("dataset", "{bdataset}", "--image-panels", "--image-tabs")))
 BROWSE_EDGES = {"public-only": ("--session-redis", "{redis}"), **{k: v for k, v in EDGES.items() if k == "verified"}}
 _CSRF = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]*(")')
+
+
+def browsed(sim: Sim) -> dict[str, int]:
+    """The screen, plate, project and dataset the public visitor's flow opens (the first of each listing)."""
+    gid = sim.info["public_user"]["active_group"]
+    with httpx.Client(base_url=sim.url, timeout=20) as c:
+        top = c.get(f"/webclient/api/containers/?id=-1&experimenter_id=-1&page=0&group={gid}").json()
+        screen, project = top["screens"][0]["id"], top["projects"][0]["id"]
+        plate = c.get(f"/webclient/api/plates/?id={screen}&page=0&group={gid}").json()["plates"][0]["id"]
+        dataset = c.get(f"/webclient/api/datasets/?id={project}&page=0&group={gid}").json()["datasets"][0]["id"]
+    return {"bscreen": screen, "bplate": plate, "bproject": project, "bdataset": dataset}
 
 
 def never_cached(exchange: Exchange) -> bool:
@@ -305,8 +320,8 @@ def test_after_warm_a_visitor_browsing_is_all_hits(replay_sim, redis_server, dat
                              env={"EDGE_WARM_TOKEN": TOKEN})
         journal = str(tmp_path / "journal.sqlite")
         for argv in BROWSE.warm:
-            done = warm(*argv, "--edge", edge.url, "--host", HOST, "--journal", journal, "--progress", "none",
-                        timeout=240)
+            done = warm(*warm_argv(argv, {**data, **browsed(sim)}, tmp_path), "--edge", edge.url, "--host", HOST,
+                        "--journal", journal, "--progress", "none", timeout=240)
             assert done.returncode == 0, (argv, done.stderr[-2000:])
         sim.reset()
         got = browse(sim, edge.url, BROWSE, data, None)
