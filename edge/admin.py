@@ -12,12 +12,14 @@ from starlette.routing import Route
 
 from .kinds import ALL, KINDS, tag
 from .metrics import Metrics
-from .purge import PurgeRegistry
+from .protocol import WARM_HEADER
+from .purge import SOFT, PurgeRegistry
 from .settings import Settings
 from .tiers import DiskTier, MemoryTier, RedisTier
 from .upstream import Upstream
 
 PURGE_KINDS = tuple(kind.name for kind in KINDS)
+PURGES_PAGE = 5000  # most purges one GET /_edge/purges lists
 
 
 def purge_tags(spec: dict) -> list[str]:
@@ -71,8 +73,9 @@ def admin_app(edge: Shown) -> Starlette:
             tiers["redis"] = await edge.redis.ping()
         upstreams = {pool.name: pool.breaker.state for pool in edge.upstreams}
         ok = all(tiers.values()) and all(state == "closed" for state in upstreams.values())
+        purges = {"seq": edge.registry.epoch(), "tags": len(edge.registry.purged)}
         return JSONResponse({"status": "ok" if ok else "degraded", "tiers": tiers, "upstreams": upstreams,
-                             "access": edge.settings.access})
+                             "access": edge.settings.access, "purges": purges})
 
     async def metrics(request: Request) -> Response:
         m = edge.metrics
@@ -107,8 +110,25 @@ def admin_app(edge: Shown) -> Starlette:
         edge.metrics.purges.inc(len(tags))
         return JSONResponse({"purged": tags, "soft": soft, "seq": seq})
 
+    async def purges(request: Request) -> Response:
+        """The purges after `?after=SEQ` (oldest first, `limit` at most): what `warm follow` re-warms.
+        For the warmer: its warm token in the warm header."""
+        token = edge.settings.warm_token
+        if not token or not hmac.compare_digest(request.headers.get(WARM_HEADER, "").encode(), token.encode()):
+            return JSONResponse({"error": f"send the warm token in {WARM_HEADER}"}, status_code=401)
+        try:
+            after = int(request.query_params.get("after", "0"))
+            limit = min(int(request.query_params.get("limit", str(PURGES_PAGE))), PURGES_PAGE)
+        except ValueError:
+            return JSONResponse({"error": "after and limit must be integers"}, status_code=400)
+        found = edge.registry.since(after, limit + 1)
+        rows = [{"seq": seq, "tag": tag.removeprefix(SOFT), "soft": tag.startswith(SOFT)}
+                for seq, tag in found[:limit]]
+        return JSONResponse({"seq": edge.registry.known, "purges": rows, "more": len(found) > limit})
+
     return Starlette(routes=[
         Route("/_edge/health", health),
         Route("/_edge/metrics", metrics),
         Route("/_edge/purge", purge, methods=["POST"]),
+        Route("/_edge/purges", purges),
     ])

@@ -139,6 +139,12 @@ class PurgeRegistry:
                 if (mark := softened.get(SOFT + tag)) is not None and mark[0] > entry.epoch]
         return max(seen) if seen else None
 
+    def since(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """Purges newer than `after`, oldest first, at most `limit` (each tag at its newest number): what
+        a re-warmer following the edge has not seen yet."""
+        self.refresh()
+        return sorted((seq, tag) for tag, seq in self.purged.items() if seq > after)[:limit]
+
     def _read_log(self) -> None:
         with open(self._log_path, "rb") as fh:
             fh.seek(self._offset)

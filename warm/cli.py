@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from . import follow
 from .dates import BadDate, parse_date
 from .enumerate_api import ApiClient, ApiSource, SourceError
 from .journal import Journal, default_path
@@ -34,7 +35,7 @@ from .tiles import VIEWERS, BadLevels, parse_levels
 EXIT_FAILURES, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 3, 1, 2, 130
 DEFAULT_EDGE = "http://127.0.0.1:8080"
 SCOPED = ("screen", "plate", "project", "dataset")
-COMMANDS = ("thumbnails", "metadata", "all", *SCOPED, "images", "tiles", "status")
+COMMANDS = ("thumbnails", "metadata", "all", *SCOPED, "images", "tiles", "status", "follow")
 
 
 class UsageError(Exception):
@@ -153,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--viewer", action="append", choices=VIEWERS, metavar="NAME",
                    help="whose URLs (repeat): iviewer (default: tiles, or the plane), classic (webgateway "
                         "img_detail: the plane, q=0.9), preview (the webclient's preview panel: the plane)")
+    follow.add_parser(sub, _common)
     s = sub.add_parser("status", help="Totals, failures and duration of a run.",
                        description="Totals and percentages of OK / Skip / Fail, the failures and the duration of a run.")
     s.add_argument("run", nargs="?", default="last", metavar="RUN", help="run id or prefix (default: the newest)")
@@ -442,11 +444,38 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         if args.command == "status":
             return _status(args)
+        if args.command == "follow":
+            return _follow(args)
         run = Run(args, argv)
     except (UsageError, BadShard, BadDate, BadLevels) as exc:
         print(f"warm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _run_async(run)
+
+
+# What a follower hands on to the commands it runs (the token travels in the environment, never in argv).
+_FOLLOW_PASSED = ("edge", "host", "jobs", "rate", "retries", "timeout", "journal", "thumbnails_batch", "progress")
+
+
+def _follow(args: argparse.Namespace) -> int:
+    if args.direct:
+        raise UsageError("follow re-warms through the edge (its purge list is the edge's): drop --direct")
+    if not args.token:
+        raise UsageError("follow needs the edge's warm token: --token or EDGE_WARM_TOKEN")
+    args.edge = _url(args.edge, "--edge")
+    if args.start != "now" and not args.start.isdigit():
+        raise UsageError(f"--from must be a purge number or now (got {args.start!r})")
+    passed = [part for name in _FOLLOW_PASSED if (value := getattr(args, name)) is not None
+              for part in (f"--{name.replace('_', '-')}", str(value))]
+    passed += ["--imgdata"] if args.imgdata else []
+    os.environ["EDGE_WARM_TOKEN"] = args.token
+    try:
+        return follow.follow(args, passed, main)
+    except follow.FollowError as exc:
+        print(f"warm: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def _run_async(run: Run) -> int:
