@@ -170,11 +170,12 @@ def run_warm(args: argparse.Namespace, stack: Stack) -> Report:
 
 
 def run_all(args: argparse.Namespace, stack: Stack) -> Report:
-    """plate-384, tiles, hits and warm on one backend; the JSON holds each scenario's report."""
+    """plate-384, tiles, browse, hits and warm on one backend; the JSON holds each scenario's report."""
     from bench.scenarios import tiles
 
     runs: list[tuple[Runner, dict]] = [(run_plate, {"browser": False}),
                                        (_run_loads(tiles.TilesScenario, tiles.MODES), {"modes": None}),
+                                       (run_browse, {"modes": None}),
                                        (run_hits, {"transports": ["h2-tls"]}), (run_warm, {})]
     reports = []
     for runner, overrides in runs:
@@ -276,7 +277,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.set_defaults(run=_command(run_warm))
 
-    p = sub.add_parser("all", help="plate-384, tiles, hits and warm in one run",
+    p = sub.add_parser("all", help="plate-384, tiles, browse, hits and warm in one run",
                        description="Every scenario with its defaults on one simulated backend; --json writes "
                                    "{\"results\": [one report per scenario]}, --plot FILE.png writes FILE-<scenario>.png.")
     _add_loads(p, plate.MODES)

@@ -1,7 +1,7 @@
 """nginx as a competitor: the IDR's proxy cache in front of the backend, or plain static files.
 
 The proxy cache follows IDR's production config (see shared/omero-web-api.md §7): the key is
-`$request_uri` with `_=<digits>` removed by IDR's map `^(.+[?&])_=\d+(.*)$` → `$1$2`, which keeps
+`$request_uri` with `_=<digits>` removed by IDR's map `^(.+[?&])_=\\d+(.*)$` → `$1$2`, which keeps
 the separator before it (a browser's `…&image=1&_=5` is keyed `…&image=1&`, IDR's recache.py's
 `…&image=1` without `_` is keyed as it is: two entries, so warmed ones are missed), `proxy_cache_lock`, stale
 answers while updating, Set-Cookie/Vary/Expires ignored and Set-Cookie hidden, 200s valid for
