@@ -111,7 +111,8 @@ def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
             "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
 
 
-def _run_loads(scenario_type: type, modes: tuple[str, ...], finish: Callable[[object, list[Record]], None] | None = None,
+def _run_loads(scenario_type: type, modes: tuple[str, ...],
+               finish: Callable[[object, list[Record]], None] | None = None,
                table: Callable[[list[Record]], Table] | None = None) -> Runner:
     """A Runner for a load scenario (bench.scenarios.plate / .tiles / .browse) over the full target matrix;
     `finish` adds figures to the records before the report, `table` replaces the default table."""

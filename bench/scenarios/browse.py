@@ -14,12 +14,12 @@ image, the first dataset and its first image. Each click is timed to its last by
 |---|---|
 | page | the page, then `getImgRDef`, `open_with`, `api/experimenters/-1/` → `api/containers/` |
 | screen | `api/plates/?id=`, `metadata_details/screen/`, map annotations `&screen=` |
-| plate | `api/plate_acquisitions/` (plates with runs), `metadata_details/plate/`, annotations, `load_plate/plate/<pid>/?index=0` → JSONP grid → JSONP batches |
-| well | `metadata_details/well/<wid>/?index=0`, annotations, `well/<wid>/children/` → `/webclient/get_thumbnails/` batches |
+| plate | `api/plate_acquisitions/` (with runs), panel, annotations; `load_plate/…/?index=0` → grid → batches|
+| well | `metadata_details/well/<wid>/?index=0`, annotations; `well/<wid>/children/` → webclient batches |
 | image, ds-image | `metadata_details/image/<iid>/`, annotations `&image=` |
 | tabs, ds-tabs | `metadata_acquisition`, `metadata_preview`, `metadata_hierarchy` of the image, opened in turn |
 | project | `api/datasets/?id=`, `metadata_details/project/`, annotations |
-| dataset | `api/images/?id=…&page=1&sizeXYZ=true&date=true`, `metadata_details/dataset/`, annotations, the icons as `/webclient/get_thumbnails/` batches |
+| dataset | `api/images/?id=…&page=1&sizeXYZ=true&date=true` → the icons' webclient batches; panel, annotations |
 
 Warm targets: the edge by the product's warmer (`warm screen <sid> --wells --image-panels
 --image-tabs`, `warm project <pid> --image-panels --image-tabs`); nginx by one identical visit
