@@ -17,7 +17,7 @@ PROCESS_FIXTURES = frozenset({
     "verified",  # test_access, test_access_wire
     "nginx",  # test_nginx
     "fuzz_env",  # test_reliability_fuzz
-    "warm_edges",  # test_warm_cli
+    "warm_edges",  # this file: test_warm_cli, test_warm_metadata
     "postgres",  # test_warm_db
     "installed",  # test_wheel (builds and installs a wheel)
 })
@@ -67,3 +67,20 @@ def edges(sim: Sim) -> Iterator[Launcher]:
 def edge(edges: Launcher) -> EdgeProc:
     """A default edge: disk tier only, public-only access."""
     return edges()
+
+
+@pytest.fixture
+def warm_edges(sim: Sim, redis_server: RedisServer):
+    """`warm_edges(db)`: an edge with the warm token, a fresh disk tier and Redis database `db` (so warm tests
+    never share entries), no microservice (see tests/helpers/warm.start_edge); all stop with the test."""
+    from tests.helpers.warm import start_edge
+
+    started: list[EdgeProc] = []
+
+    def make(db: int) -> EdgeProc:
+        started.append(start_edge(sim, redis_server, db))
+        return started[-1]
+
+    yield make
+    for e in started:
+        e.proc.stop()

@@ -11,22 +11,9 @@ import subprocess
 import pytest
 
 from tests.helpers import script, wait_until
-from tests.helpers.warm import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, start_edge, warm
+from tests.helpers.warm import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, warm
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def warm_edges(sim, redis_server):
-    started = []
-
-    def make(db: int):
-        started.append(start_edge(sim, redis_server, db))
-        return started[-1]
-
-    yield make
-    for e in started:
-        e.proc.stop()
 
 
 def client_urls(sim) -> list[str]:

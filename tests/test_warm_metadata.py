@@ -21,7 +21,7 @@ from warm.cli import Run, UsageError, parser
 from warm.model import (ANNOTS, API, BROWSE, CENTER, DETAILS, GRID, IMGPANEL, IMGTAB, THUMB, TREE, WELLPANEL,
                         ImageList, PlateLayout, Ref)
 from warm.plan import Planner
-from tests.helpers.warm import journal_rows, public, start_edge, warm
+from tests.helpers.warm import journal_rows, public, warm
 
 GID = 3
 WC = "/webclient"
@@ -240,21 +240,8 @@ def replay(edge, urls: list[str]) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def metadata_edges(sim, redis_server):
-    started = []
-
-    def make(db: int):
-        started.append(start_edge(sim, redis_server, db))
-        return started[-1]
-
-    yield make
-    for e in started:
-        e.proc.stop()
-
-
-def test_warm_metadata_makes_every_browsing_click_a_hit(sim, metadata_edges, tmp_path):
-    edge = metadata_edges(10)
+def test_warm_metadata_makes_every_browsing_click_a_hit(sim, warm_edges, tmp_path):
+    edge = warm_edges(10)
     journal = str(tmp_path / "j.sqlite")
     done = warm("metadata", "--all", "--edge", edge.url, "--journal", journal, "--progress", "none")
     assert done.returncode == 0, done.stderr
@@ -272,8 +259,8 @@ def test_warm_metadata_makes_every_browsing_click_a_hit(sim, metadata_edges, tmp
     assert stats["total"]["requests"] == 0, stats["requests"]
 
 
-def test_warm_screen_fills_that_screen_and_the_page(sim, metadata_edges, tmp_path):
-    edge = metadata_edges(11)
+def test_warm_screen_fills_that_screen_and_the_page(sim, warm_edges, tmp_path):
+    edge = warm_edges(11)
     screen, other = public(sim, "screens")[:2]
     done = warm("screen", str(screen["id"]), "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"),
                 "--progress", "none")
@@ -288,8 +275,8 @@ def test_warm_screen_fills_that_screen_and_the_page(sim, metadata_edges, tmp_pat
     assert set(replay(edge, unwarmed).values()) == {"MISS"}  # another screen is not this run's
 
 
-def test_direct_mode_writes_the_browsing_entries(sim, metadata_edges, redis_server, tmp_path):
-    edge = metadata_edges(12)  # cold: what it serves next comes from what --direct wrote to Redis
+def test_direct_mode_writes_the_browsing_entries(sim, warm_edges, redis_server, tmp_path):
+    edge = warm_edges(12)  # cold: what it serves next comes from what --direct wrote to Redis
     screen = public(sim, "screens")[0]
     result = warm("screen", str(screen["id"]), "--direct", "--redis", f"redis://127.0.0.1:{redis_server.port}/12",
                   "--backend", sim.url, "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"),
@@ -306,8 +293,8 @@ def test_direct_mode_writes_the_browsing_entries(sim, metadata_edges, redis_serv
     assert sim.stats()["total"]["requests"] == 0, sim.stats()
 
 
-def test_image_panels_and_tabs_on_request(sim, metadata_edges, tmp_path):
-    edge = metadata_edges(13)
+def test_image_panels_and_tabs_on_request(sim, warm_edges, tmp_path):
+    edge = warm_edges(13)
     dataset = next(d for d in public(sim, "datasets") if d["project"] is not None)
     done = warm("dataset", str(dataset["id"]), "--only", "metadata", "--image-panels", "--image-tabs",
                 "--edge", edge.url, "--journal", str(tmp_path / "j.sqlite"), "--progress", "none")

@@ -107,11 +107,9 @@ class BrowsePlan:
         if TREE in self.kinds and layout.acquisitions:
             yield Item(self._tree("plate_acquisitions", f"id={pid}&page=0"), TREE, obj)
         if CENTER in self.kinds:
-            for f in range(len(layout.fields)):
-                yield Item(f"{WC}/load_plate/plate/{pid}/?index={f}", CENTER, obj)
-            for acq, n_fields in layout.acquisitions:
-                for f in range(n_fields):
-                    yield Item(f"{WC}/load_plate/acquisition/{acq}/?index={f}", CENTER, obj)
+            for acq, f in layout.views():
+                target = f"plate/{pid}" if acq is None else f"acquisition/{acq}"
+                yield Item(f"{WC}/load_plate/{target}/?index={f}", CENTER, obj)
         yield from self._panel("plate", pid, obj)
         if WELLPANEL in self.kinds:
             for wid in layout.well_ids:

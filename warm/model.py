@@ -55,6 +55,12 @@ class PlateLayout:
     fetched: dict[str, str] = field(default_factory=dict)  # grid URL → X-Edge-Cache of the read that listed it
     well_ids: list[int] = field(default_factory=list)  # wells with images, row-major (the well panel's children)
 
+    def views(self) -> list[tuple[int | None, int]]:
+        """(run or None, field): every field of the plate, then every field of each run (the plate page's
+        and the grid's addresses)."""
+        return [(None, f) for f in range(len(self.fields))] + \
+            [(acq, f) for acq, n_fields in self.acquisitions for f in range(n_fields)]
+
 
 @dataclass(slots=True)
 class ImageList:

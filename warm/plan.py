@@ -180,11 +180,8 @@ class Planner:
         if self.browse is not None:
             yield from self.browse.plate(int(pid), layout, obj)
         if GRID in self.kinds:
-            for f in range(len(layout.fields)):
-                yield Item(f"/webgateway/plate/{pid}/{f}/", GRID, obj)
-            for acq, n_fields in layout.acquisitions:
-                for f in range(n_fields):
-                    yield Item(f"/webgateway/plate/{pid}/{f}/{acq}/", GRID, obj)
+            for acq, f in layout.views():
+                yield Item(f"/webgateway/plate/{pid}/{f}/" + ("" if acq is None else f"{acq}/"), GRID, obj)
         if WELL in self.kinds:
             for suffix in ["", *(f"?run={acq}" for acq, _ in layout.acquisitions)]:
                 for wid in layout.well_ids:
