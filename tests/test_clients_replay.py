@@ -337,6 +337,9 @@ def test_after_warm_a_visitor_browsing_is_all_hits(replay_sim, redis_server, dat
         passed = {e.url.split("?", 1)[0] for e in got if never_cached(e)}
         assert passed == {"/webclient/", "/webgateway/getImgRDef/"}, passed
         assert stats["total"]["requests"] == len(passed) + len(refetched), stats["requests"]
+        print(f"\n{edge_kind} warmed browse: {len(got)} requests, {sum(e.cache == 'HIT' for e in got)} HIT, "
+              f"{len(passed)} passed through, {len(refetched)} batch(es) with an in-progress image; "
+              f"backend requests {stats['total']['requests']}")
         assert_browse_like_the_backend(sim, got, cookies, "anonymous", f"{edge_kind} browse warmed")
     finally:
         launcher.stop_all()
