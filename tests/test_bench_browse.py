@@ -52,14 +52,15 @@ def test_recache_urls_are_idr_s_without_underscore() -> None:
 def test_browse_every_target_and_rtt(tmp_path: Path) -> None:
     before = _bench_children()
     out = tmp_path / "browse.json"
-    done = bench("browse", *TINY, "--rtt", "0", "--rtt", "10", "--transports", "h2", "--json", str(out), timeout=300)
+    # one RTT keeps the suite short; every target at 0 and 20 ms is the docs/bench.md run
+    done = bench("browse", *TINY, "--rtt", "10", "--transports", "h2", "--json", str(out), timeout=300)
     doc = json.loads(out.read_text())
     results = doc["results"]
-    assert {(r["target"], r["rtt_ms"]) for r in results} == {(t, rtt) for t in TARGETS for rtt in (0, 10)}
+    assert {(r["target"], r["rtt_ms"]) for r in results} == {(t, 10) for t in TARGETS}
     picked, placeholders = doc["settings"]["picked"], doc["settings"]["placeholder_batches"]
     assert set(picked) == {"screen", "plate", "well", "image", "project", "dataset", "ds-image"}
     by = {(r["target"], r["rtt_ms"]): r for r in results}
-    visit = by[("direct", 0)]
+    visit = by[("direct", 10)]
     for r in results:
         assert list(r["steps_ms"]) == list(CLICKS)
         assert r["requests"] == visit["requests"] > 20           # every target got the same visit
@@ -70,7 +71,7 @@ def test_browse_every_target_and_rtt(tmp_path: Path) -> None:
             assert r["steps_ms"]["tabs"] >= 3 * 10               # three tabs opened in turn, ≥ 1 RTT each
     cold = visit["backend_cacheable"]
     assert cold > 20
-    for rtt in (0, 10):
+    for rtt in (10,):
         assert by[("edge-warm", rtt)]["backend_cacheable"] == 0             # warm: only the never-cached page
         assert by[("edge-warm", rtt)]["backend_requests"] == len(NEVER_CACHED) + placeholders
         assert by[("edge-cold", rtt)]["backend_cacheable"] == cold
