@@ -107,7 +107,7 @@ def admin_app(edge: Shown) -> Starlette:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         seq = await edge.registry.purge(tags, soft=soft)
-        edge.metrics.purges.inc(len(tags))
+        edge.metrics.purges.labels("operator", "soft" if soft else "hard").inc(len(tags))
         return JSONResponse({"purged": tags, "soft": soft, "seq": seq})
 
     async def purges(request: Request) -> Response:

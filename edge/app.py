@@ -100,12 +100,10 @@ class Edge:
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)
         self.policy = EntryPolicy(s)
         self.delivery = Delivery(m, self.clock)
-        effects = WriteEffects(self.registry.purge, web, self.background.spawn,
-                               lambda name, n: m.write_purges.labels(name).inc(n)) if s.purge_writes else None
+        effects = WriteEffects(self.registry.purge, web, self.background.spawn, self._count_write_purge) \
+            if s.purge_writes else None
         self.passthrough = Passthrough(self.upstreams, m, effects)
-        # A learnt loading picture is purged in the background: the answer never waits on Redis for it.
-        self.loading = LoadingThumbnails(s.loading_thumbnails, lambda tags: self.background.spawn(self.registry.purge(tags)),
-                                         self.origin)
+        self.loading = LoadingThumbnails(s.loading_thumbnails, self._purge_loading, self.origin)
         self.freshness = Freshness(s.stale_while_revalidate, s.soft_purge_seconds, self.registry.soft_since)
         self.thumbnails = Thumbnails(s, self.cache, self.flights, self.origin, self.policy, self.access,
                                      self.registry, m, self.background, self.clock, self.loading.final,
@@ -211,6 +209,8 @@ class Edge:
             return await self._deliver(req, send, entry, HIT, tier)
         if action is Action.REVALIDATE:
             self.metrics.stale.inc()
+            if self.registry.soft_since(entry) is not None:
+                self.metrics.soft_refreshes.inc()
             self._refresh_in_background(req)
             return await self._deliver(req, send, entry, STALE, tier)
         fallback = entry if stale_on_error(entry, now, warm=warm) else None
@@ -282,6 +282,15 @@ class Edge:
                 or (await self.loading.final(req, [(req.image_id, entry)]))[0]):
             await self.cache.put_many([(req.digest, entry)])
         return entry
+
+    def _count_write_purge(self, write: str, tags: int) -> None:
+        self.metrics.write_purges.labels(write).inc(tags)
+        self.metrics.purges.labels("write", "hard").inc(tags)
+
+    def _purge_loading(self, tags: list[str]) -> None:
+        """A learnt loading picture's stored copies go, in the background: the answer never waits on Redis."""
+        self.metrics.purges.labels("loading", "hard").inc(len(tags))
+        self.background.spawn(self.registry.purge(tags))
 
     def _refresh_in_background(self, req: Request) -> None:
         if self.flights.running(req.digest):

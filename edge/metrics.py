@@ -43,7 +43,10 @@ class Metrics:
         self.tier_entries = Gauge("edge_tier_entries", "Entries held per tier.", ["tier"], registry=r)
         self.tier_bytes = Gauge("edge_tier_bytes", "Bytes held per tier.", ["tier"], registry=r)
         self.tier_up = Gauge("edge_tier_up", "1 when a tier is usable.", ["tier"], registry=r)
-        self.purges = Counter("edge_purges_total", "Objects purged.", registry=r)
+        self.purges = Counter("edge_purges_total", "Objects purged, by source (operator, write, loading) and "
+                              "mode (hard, soft).", ["source", "mode"], registry=r)
+        self.soft_refreshes = Counter("edge_soft_refreshes_total", "Entries answered stale after a soft purge "
+                                      "(each starts or joins one refresh).", registry=r)
         self.write_purges = Counter("edge_write_purges_total", "Tags purged after OMERO.web writes, by write.",
                                     ["write"], registry=r)
         self.access_checks = Counter("edge_access_checks_total", "Read checks sent to the backend.", ["result"],

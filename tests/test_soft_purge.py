@@ -66,6 +66,9 @@ async def test_soft_purge_through_the_endpoint_then_hard(make_edge: MakeEdge, si
     await edge.settle()
     assert sim_apps.renders("render_thumbnail") == renders + 1  # one refresh, in the background
     assert (await edge.get(path)).headers["x-edge-cache"] == "HIT"
+    metrics = (await edge.client.get("/_edge/metrics")).text
+    assert "edge_soft_refreshes_total 1.0" in metrics
+    assert 'edge_purges_total{mode="soft",source="operator"} 1.0' in metrics
 
     # soft again, with the backend failing: stale within the window; after it a miss, which a failing
     # backend turns into the stale copy only as stale_if_error allows
