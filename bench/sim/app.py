@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bench.sim import annotations, api, iviewer, ms, pages, panels, simroutes, tree, webclient, webgateway
+from bench.sim import annotations, api, iviewer, ms, pages, panels, simroutes, tree, webclient, webgateway, writes
 from bench.sim.config import SimConfig
 from bench.sim.http import routes
 from bench.sim.state import Sim
@@ -63,7 +63,8 @@ def create_app(config: SimConfig, sim: Sim | None = None) -> Starlette:
     """The OMERO.web app; pass `sim` to share state with `create_ms_app`."""
     sim = sim or Sim.from_config(config)
     table = (webgateway.ENDPOINTS + webclient.ENDPOINTS + pages.ENDPOINTS + tree.ENDPOINTS + panels.ENDPOINTS
-             + annotations.ENDPOINTS + iviewer.ENDPOINTS + api.ENDPOINTS + simroutes.ENDPOINTS)
+             + annotations.ENDPOINTS + iviewer.ENDPOINTS + api.ENDPOINTS + writes.ENDPOINTS
+             + simroutes.ENDPOINTS)
     page = _plate_page(config)
     app = Starlette(routes=[Route("/", page), Route("/plates/", page), Route(JQUERY_URL, _jquery),
                             *routes(sim, table)])

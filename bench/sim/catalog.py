@@ -8,9 +8,11 @@ Every type has its own id base, so a client that mixes up id kinds finds nothing
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Iterator
+
+from bench.sim.changes import Changes
 
 IMAGE_BASE = 1_000_001
 ROI_BASE = 4_000_000          # roi id = ROI_BASE + image id
@@ -24,6 +26,7 @@ class Group:
     id: int
     name: str
     perm: str  # "rwr---" (read-only: members read each other's data) or "rw----" (private)
+    owners: tuple[int, ...] = ()  # group owners ("leaders"): may chown the group's data (no admins here)
 
     @property
     def group_read(self) -> bool:
@@ -219,6 +222,7 @@ class Catalog:
     projects: dict[int, Project]
     datasets: dict[int, Dataset]          # includes orphan runs (orphan=True)
     rdef_seeds: list[tuple[int, int, str]] = field(default_factory=list)  # (image id, user id, SEED_STYLES key)
+    changes: Changes = field(default_factory=Changes)  # what writes did since start (changes.py)
 
     def __post_init__(self) -> None:
         self.acquisitions = {a.id: a for p in self.plates.values() for a in p.acquisitions}
@@ -256,7 +260,7 @@ class Catalog:
         return self.image_at(*found)
 
     def image_at(self, block: Plate | Dataset, offset: int) -> Image | None:
-        return _image_at(block, offset)
+        return self.changes.image(_image_at(block, offset))
 
     @staticmethod
     def image_name(block: Plate | Dataset, offset: int) -> str:
@@ -267,17 +271,55 @@ class Catalog:
         return f"{block.name}_{offset + 1:04d}.tif"
 
     def images_of(self, block: Plate | Dataset) -> Iterator[Image]:
+        """The images in a plate or dataset now (an image moved out of its dataset is no longer in it)."""
+        linked = isinstance(block, Dataset) and not block.orphan
         for offset in block.present:
             img = self.image_at(block, offset)
-            if img is not None:
+            if img is not None and not (linked and img.dataset_id != block.id):
                 yield img
+
+    def image_count(self, dataset: Dataset) -> int:
+        return sum(1 for _ in self.images_of(dataset)) if self.changes else dataset.n_images
+
+    def orphan_images(self) -> Iterator[Image]:
+        """Images in no dataset and no well: the orphan runs, and images writes took out of their dataset."""
+        for run in (d for d in self.datasets.values() if d.orphan):
+            yield from self.images_of(run)
+        for image_id in sorted(self.changes.unlinked):
+            img = self.image(image_id)
+            if img is not None and img.dataset_id is None and img.plate_id is None:
+                yield img
+
+    # ---- what writes change (changes.py, writes.py) ------------------------------------------
+    def restamp(self, obj: Owned, **fields: object) -> Owned:
+        """Replace an explicit container (and a plate's acquisitions) by a changed copy where views find it."""
+        new = replace(obj, **fields)
+        table = self.containers(obj)
+        table[obj.id] = new
+        if isinstance(new, Plate) and ("group_id" in fields or "owner_id" in fields):
+            acqs = tuple(replace(a, group_id=new.group_id, owner_id=new.owner_id) for a in new.acquisitions)
+            new = table[obj.id] = replace(new, acquisitions=acqs)
+            self.acquisitions.update({a.id: a for a in acqs})
+        return new
+
+    def remove(self, obj: Owned) -> None:
+        self.containers(obj).pop(obj.id, None)
+        if isinstance(obj, Plate):
+            for a in obj.acquisitions:
+                self.acquisitions.pop(a.id, None)
+
+    def containers(self, obj: Owned) -> dict:
+        return {Screen: self.screens, Plate: self.plates, Project: self.projects, Dataset: self.datasets,
+                Acquisition: self.acquisitions}[type(obj)]
 
     # ---- plates and wells ------------------------------------------------------------------
     def well(self, well_id: int) -> Well | None:
         i = bisect.bisect_right(self._well_bases, well_id) - 1
         if i < 0:
             return None
-        plate = self._plates_by_well[i]
+        plate = self.plates.get(self._plates_by_well[i].id)   # as writes left it; None once deleted
+        if plate is None:
+            return None
         index = well_id - plate.well_base
         if index >= plate.n_wells:
             return None

@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(omero.web.secure_proxy_ssl_header)")
     p.add_argument("--server", choices=("granian", "hypercorn"), default="granian",
                    help="HTTP server; both speak HTTP/1.1 and h2c with prior knowledge")
+    p.add_argument("--job-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="chgrp/chown/delete jobs take effect this long after their answer (default: at once)")
     p.set_defaults(run=run)
 
 
@@ -68,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
                        speed=args.speed, redis_url=args.redis_url, public=args.public,
                        session_cookie=args.session_cookie, cookie_age=args.cookie_age, thumb_size=args.thumb_size,
                        thumbnails_batch=args.thumbnails_batch, use_x_forwarded_host=args.use_x_forwarded_host,
-                       secure_proxy_ssl_header=args.secure_proxy_ssl_header, server=args.server)
+                       secure_proxy_ssl_header=args.secure_proxy_ssl_header, server=args.server,
+                       job_delay=args.job_delay)
     return serve(config)

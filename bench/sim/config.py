@@ -21,3 +21,4 @@ class SimConfig:
     use_x_forwarded_host: bool = False                  # omero.web.use_x_forwarded_host
     secure_proxy_ssl_header: tuple[str, str] | None = None   # omero.web.secure_proxy_ssl_header (header, value)
     server: str = "granian"
+    job_delay: float = 0.0                              # seconds before a chgrp/chown/delete job takes effect

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -19,7 +20,7 @@ from starlette.routing import Route
 from bench.sim.capacity import COSTS_MS
 from bench.sim.jsonp import JSONP_WEB, Jsonp, JsonValue, ViewError, answer, py_int
 from bench.sim.rendering import BadParam
-from bench.sim.sessions import Identity
+from bench.sim.sessions import Identity, csrf_ok
 from bench.sim.state import Sim
 
 log = logging.getLogger("bench.sim")
@@ -95,9 +96,23 @@ class Ctx:
 
     async def form(self) -> dict[str, str]:
         """A urlencoded POST body (what browsers and the tests send; multipart is not needed here)."""
+        return dict(await self.form_items())
+
+    async def form_items(self) -> list[tuple[str, str]]:
+        """The body's fields in order, repeated ones included (jQuery's `traditional` arrays: toids=1&toids=2)."""
         if not self.request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            return {}
-        return dict(parse_qsl((await self.request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+            return []
+        return parse_qsl((await self.request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+
+    async def post(self) -> ImmutableMultiDict:
+        """Django's request.POST behind CsrfViewMiddleware: on a POST, the csrftoken cookie must match the
+        X-CSRFToken header or the csrfmiddlewaretoken field, else 403 (a GET has an empty POST)."""
+        if self.request.method != "POST":
+            return ImmutableMultiDict()
+        form = ImmutableMultiDict(await self.form_items())
+        if not csrf_ok(self.request, form.get("csrfmiddlewaretoken")):
+            raise error(403, "CSRF verification failed. Request aborted.", "text/html")
+        return form
 
     def json(self, data: object, status: int = 200) -> Response:
         """The view's value; the pipeline wraps it in a callback on JSONP endpoints."""

@@ -66,7 +66,7 @@ def image_marshal(ctx: Ctx, image: Image) -> dict:
         "init_zoom": 0,
         "pixel_range": list(PIXEL_RANGE),
         "channels": [
-            {"emissionWave": EMISSION[i % len(EMISSION)], "label": NAMES[i % len(NAMES)], "color": ch.color,
+            {"emissionWave": EMISSION[i % len(EMISSION)], "label": cat.changes.channel_name(image.id, i, NAMES[i % len(NAMES)]), "color": ch.color,
              "inverted": ch.inverted, "reverseIntensity": ch.inverted, "family": ch.family,
              "coefficient": ch.coefficient, "window": {"min": 0.0, "max": float(RAW_MAX), "start": ch.start,
                                                        "end": ch.end}, "active": ch.active}

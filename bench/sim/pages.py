@@ -174,16 +174,6 @@ async def get_img_rdef(ctx: Ctx) -> Response:
                  for c in r.channels]}})
 
 
-async def copy_img_rdef(ctx: Ctx) -> Response:
-    """copy_image_rdef_json (gw/views.py:2352-2388) with only `fromid`: keep it in the session, answer
-    `true`. Pasting (`toids`) is not simulated."""
-    raw = ctx.q.get("fromid")
-    if raw is None or not raw.isdigit():
-        return ctx.json(False)
-    await ctx.sim.sessions.update(ctx.ident, fromid=int(raw))
-    return ctx.json(True)
-
-
 async def open_with(ctx: Ctx) -> Response:
     """open_with_options (gw/views.py:1881-1918): not login_required, the session is never read."""
     return ctx.json({"open_with_options": OPEN_WITH})
@@ -199,6 +189,5 @@ ENDPOINTS = [
     Endpoint("webclient:activities_json", (f"{WC}/activities_json/", f"{WC}/activities_json/{{_rest:path}}"),
              activities_json),
     Endpoint("getImgRDef", (f"{GW}/getImgRDef/",), get_img_rdef, jsonp=JSONP_WEB),
-    Endpoint("copyImgRDef", (f"{GW}/copyImgRDef/",), copy_img_rdef, jsonp=JSONP_WEB),
     Endpoint("open_with", (f"{GW}/open_with/",), open_with, AUTH_NONE, jsonp=JSONP_WEB),
 ]

@@ -2,8 +2,8 @@
 
 The tree's `permsCss` (tree.py:58-80 `parse_permissions_css`), the annotations' `permissions` dicts
 (tree.py:1879-1884) and the panels' `manager.canAnnotate`/`canEdit` all come from the same flags. The
-sim has no admins and no group owners, so the rules reduce to: the owner may do everything but
-chown; another member may annotate/link in a read-annotate group (`rwra--`) and also edit/delete in a
+sim has no admins, and alice owns group lab-a; so: the owner may do everything but chown; a group
+owner may also edit, delete and chown the group's data (not chgrp others'); another member may annotate/link in a read-annotate group (`rwra--`) and also edit/delete in a
 read-write one (`rwrw--`); read-only (`rwr---`) and private (`rw----`) groups give others nothing.
 The public user owns nothing, so every anonymous visitor gets the same (empty) flags.
 """
@@ -40,9 +40,11 @@ class Perms:
 
 def perms(catalog: Catalog, viewer: User | None, owner_id: int, group_id: int) -> Perms:
     owned = viewer is not None and viewer.id == owner_id
-    perm = catalog.groups[group_id].perm
+    group = catalog.groups[group_id]
+    perm = group.perm
     member = viewer is not None and group_id in viewer.groups and not viewer.public
-    annotate = owned or (member and perm[3] in "aw")
-    write = owned or (member and perm[3] == "w")
+    leader = member and viewer.id in group.owners  # a group owner may do all but chgrp others' data
+    annotate = owned or leader or (member and perm[3] in "aw")
+    write = owned or leader or (member and perm[3] == "w")
     return Perms(can_edit=write, can_annotate=annotate, can_link=annotate, can_delete=write,
-                 can_chgrp=owned, can_chown=False, owned=owned)
+                 can_chgrp=owned, can_chown=leader, owned=owned)

@@ -15,7 +15,7 @@ PUBLIC_USER, CURATOR, ALICE, BOB, CAROL = 2, 3, 4, 5, 6
 
 GROUPS = {
     PUBLIC: Group(PUBLIC, "public", "rwr---"),
-    LAB_A: Group(LAB_A, "lab-a", "rwr---"),
+    LAB_A: Group(LAB_A, "lab-a", "rwr---", owners=(ALICE,)),
     LAB_B: Group(LAB_B, "lab-b", "rw----"),
 }
 USERS = {

@@ -131,14 +131,45 @@ class RDefStore:
     def save(self, image: Image, user_id: int, params: Mapping[str, str]) -> RDef:
         """saveImgRDef (gw/views.py:876-967 with saveDefs): the query over the user's settings, all of it
         kept (quantization and inversion included) except projection and `ia`; `z`/`t` are 1-based."""
+        rdef = self.compose(image, user_id, params)
+        self._saved[(image.id, user_id)] = rdef
+        return rdef
+
+    def compose(self, image: Image, user_id: int, params: Mapping[str, str]) -> RDef:
+        """The settings `params` make of the user's own, unsaved (copyImgRDef's rdef from the request)."""
         base = self.for_user(image, user_id)
         spec = resolve(base, params, image)
         px = image.pixels
         z = _plane_param(params, "z", base.default_z, px.size_z)
         t = _plane_param(params, "t", base.default_t, px.size_t)
-        rdef = RDef(self._id_for(image, user_id), user_id, spec.model, spec.channels, z, t)
-        self._saved[(image.id, user_id)] = rdef
-        return rdef
+        return RDef(self._id_for(image, user_id), user_id, spec.model, spec.channels, z, t)
+
+    def _keep(self, image: Image, user_id: int, rdef: RDef) -> None:
+        px = image.pixels
+        self._saved[(image.id, user_id)] = replace(rdef, id=self._id_for(image, user_id), owner_id=user_id,
+                                                   default_z=min(rdef.default_z, px.size_z - 1),
+                                                   default_t=min(rdef.default_t, px.size_t - 1))
+
+    def paste(self, image: Image, user_id: int, source: RDef) -> bool:
+        """applySettingsToSet for one image: the source's settings become the user's own when the channel
+        counts match (RenderingSettingsI refuses others: the answer's `false` list)."""
+        if len(source.channels) != image.pixels.size_c:
+            return False
+        self._keep(image, user_id, source)
+        return True
+
+    def reset(self, image: Image, user_id: int) -> None:
+        """resetDefaultsInSet: the import defaults become the user's settings (a reader no longer sees the
+        owner's); for the owner that is the computed default again."""
+        if user_id == image.owner_id:
+            self._saved.pop((image.id, user_id), None)
+        else:
+            self._keep(image, user_id, default_rdef(image))
+
+    def to_owners(self, image: Image, user_id: int) -> None:
+        """resetDefaultsByOwnerInSet: a copy of the owner's current settings becomes the user's."""
+        if user_id != image.owner_id:
+            self._keep(image, user_id, self.for_user(image, image.owner_id))
 
     def all_for(self, image: Image) -> list[RDef]:
         """getAllRenderingDefs: every user's saved settings on the image, the owner's (default if unsaved) first."""

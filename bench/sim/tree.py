@@ -80,7 +80,7 @@ def _datasets(ctx: Ctx, group: int, owner: int, project: int | None = None, orph
         if project:
             return d.project_id == project
         return d.project_id is None if orphaned else True
-    return [(d, d.n_images) for d in _sorted(ctx.catalog.datasets.values()) if wanted(d)]
+    return [(d, ctx.catalog.image_count(d)) for d in _sorted(ctx.catalog.datasets.values()) if wanted(d)]
 
 
 def _screens(ctx: Ctx, group: int, owner: int) -> list:
@@ -99,9 +99,7 @@ def _plates(ctx: Ctx, group: int, owner: int, screen: int | None = None, orphane
 
 def _orphan_images(ctx: Ctx, group: int, owner: int) -> list[Image]:
     """Images in no dataset and no well (tree.py:744-760), in name order."""
-    runs = [d for d in ctx.catalog.datasets.values() if d.orphan]
-    return sorted((img for d in runs for img in ctx.catalog.images_of(d) if _visible(ctx, img, group, owner)),
-                  key=name_key)
+    return sorted((img for img in ctx.catalog.orphan_images() if _visible(ctx, img, group, owner)), key=name_key)
 
 
 def _images(ctx: Ctx, group: int, owner: int, dataset: int | None, orphaned: bool) -> Iterator[Image] | list[Image]:
@@ -113,8 +111,9 @@ def _images(ctx: Ctx, group: int, owner: int, dataset: int | None, orphaned: boo
         return (img for img in cat.images_of(ds) if owner == -1 or img.owner_id == owner)
     if orphaned:
         return _orphan_images(ctx, group, owner)
-    return (img for block in cat.blocks_by_name if _visible(ctx, block, group)
-            for img in cat.images_of(block) if owner == -1 or img.owner_id == owner)
+    return (img for block in cat.blocks_by_name if cat.changes or _visible(ctx, block, group)
+            for img in cat.images_of(block) if (owner == -1 or img.owner_id == owner)
+            and (not cat.changes or _visible(ctx, img, group)))
 
 
 def _paged(pairs: list, page: int | None, limit: int, ctx: Ctx) -> list[dict]:

@@ -14,7 +14,6 @@ from bench.sim.http import AUTH_WEB, Ctx, Endpoint, error
 from bench.sim.imgdata import img_data as img_data_view
 from bench.sim.jsonp import JSONP_WEB, ViewError, javascript, javascript_error, not_marshallable
 from bench.sim.rendering import rdef_query_error
-from bench.sim.sessions import csrf_ok
 
 GW = "/webgateway"
 IID = "{iid:int}"
@@ -150,7 +149,7 @@ async def project_children(ctx: Ctx) -> Response:
         return javascript("[]")
     async with ctx.work("container"):
         datasets = [ctx.catalog.datasets[d] for d in project.dataset_ids]
-        return ctx.json([{**_container("Dataset", d), "child_count": d.n_images} for d in datasets])
+        return ctx.json([{**_container("Dataset", d), "child_count": ctx.catalog.image_count(d)} for d in datasets])
 
 
 async def project_detail(ctx: Ctx) -> Response:
@@ -246,9 +245,7 @@ async def well_children(ctx: Ctx) -> Response:
 async def save_img_rdef(ctx: Ctx) -> Response:
     """save_image_rdef_json (gw/views.py:2037-2064): settings from the query string only, validated as the
     `_rdef` views are; answers `true`/`false` as JavaScript, wrapped in any `callback` unchecked."""
-    form = await ctx.form()
-    if not csrf_ok(ctx.request, form.get("csrfmiddlewaretoken")):
-        raise error(403, "CSRF verification failed. Request aborted.", "text/html")
+    await ctx.post()
     if problem := rdef_query_error(ctx.q):
         raise error(400, problem, "text/html; charset=utf-8")
     image = ctx.catalog.image(ctx.path_int("iid"))
