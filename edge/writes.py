@@ -71,9 +71,10 @@ WRITES: tuple[Write, ...] = (
     Write("applyOwnersRDef", r"^/webgateway/applyOwnersRDef/$", "ids", typed_ids=_RDEF_IDS,
           source="gw/urls.py:550-555, views.py:2260-2300 (toOwners: resetDefaultsByOwnerInSet)"),
     Write("edit_channel_names", r"^/webclient/edit_channel_names/(?P<iid>[0-9]+)/$", "channels",
-          path_object=("iid", "image"), form_ids=(("parentId", ""),),
+          path_object=("iid", "image"), form_ids=(("parentId", ""),), expand=True,
           source="wc/urls.py edit_channel_names, views.py:2843-2878 (confirm_apply + parentId 'dataset-234' "
-                 "renames the whole container)"),
+                 "renames the whole container: conn.setChannelNames renames its images, whose imgData carry "
+                 "only their own tag, so the container is expanded; the answer names no image)"),
     Write("chgrp", r"^/webclient/chgrp/$", "job", form_ids=_MOVED, expand=True,
           source="wc/views.py:4672-4785 (POST Project|Dataset|Image|Screen|Plate = '1,2'; a chgrp job)"),
     Write("chown", r"^/webclient/chown/$", "job", form_ids=_MOVED, expand=True,
