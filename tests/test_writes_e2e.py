@@ -3,11 +3,13 @@
 edge had cached for the changed objects is a miss showing the new answer, while the rest stay hits.
 
 Every test has a simulator and an edge of its own (writes change the sim's state). Each can fail: with
-EDGE_PURGE_WRITES=off in the environment the edge keeps serving the old entries and every test fails.
+EDGE_PURGE_WRITES=off in the environment the edge keeps serving the old entries and every edge test fails.
+The last tests check the simulator's job rules alone (what OMERO refuses changes nothing; delays).
 """
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -266,3 +268,48 @@ def test_deletemany_with_children(stack: Stack):
     placeholder = f"/webclient/render_thumbnail/{PYRAMID + 1}/"
     assert after[placeholder].status_code == 200 and after[placeholder].content != before[placeholder].content
     assert after[batch(PYRAMID + 2, ZSTACK)].json()[str(PYRAMID + 2)] is None
+
+
+# ---- the simulator's job rules on their own --------------------------------------------------------------
+@pytest.fixture
+def lone_sim() -> Iterator[Sim]:
+    sim = start_sim()
+    yield sim
+    sim.stop()
+
+
+def _orphans(client: httpx.Client) -> set[int]:
+    return {i["id"] for i in client.get("/webclient/api/images/?orphaned=true").json()["images"]}
+
+
+def test_sim_jobs_change_only_what_omero_lets_them(lone_sim: Sim):
+    curator, bob, alice = lone_sim.login("curator"), lone_sim.login("bob"), lone_sim.login("alice")
+    anon = lone_sim.client()
+    refused = [(bob, "/webclient/action/deletemany/", {"image": str(ZSTACK)}),            # not bob's
+               (curator, "/webclient/action/deletemany/", {"image": str(PLATE_IMAGE)}),  # splits the plate's fileset
+               (curator, "/webclient/chgrp/", {"group_id": str(LAB_A), "Image": str(ZSTACK)}),  # not a member
+               (alice, "/webclient/chgrp/", {"group_id": str(PUBLIC_GROUP), "Dataset": "206"}),  # carol's
+               (bob, "/webclient/chown/", {"owner_id": str(CAROL), "Image": str(ZSTACK)})]  # no group owner
+    for client, path, form in refused:
+        assert client.post(path, data=form).status_code == 200
+    assert all(anon.get(thumb(i)).status_code == 200 for i in (ZSTACK, PLATE_IMAGE))
+    assert alice.get("/webclient/api/datasets/?id=0").json()["datasets"][-1]["ownerId"] == CAROL
+    before = _orphans(anon)
+    curator.post(f"/webclient/action/delete/dataset/{DS_ORPHANED}/", data={})
+    assert _orphans(anon) == before | set(range(ORPHANED_DS_IMAGE, ORPHANED_DS_IMAGE + 5))
+    well = f"/webgateway/well/{lone_sim.info['plates'][3]['first_well']}/children/"
+    assert [anon.get(u).status_code for u in ("/webgateway/plate/1004/", well)] == [200, 200]
+    curator.post("/webclient/action/deletemany/", data={"plate": "1004"})                  # with its wells
+    assert [anon.get(u).status_code for u in ("/webgateway/plate/1004/", well)] == [500, 500]
+
+
+def test_sim_jobs_can_wait():
+    sim = start_sim("--job-delay", "0.5")
+    try:
+        curator = sim.login("curator")
+        assert curator.post("/webclient/action/deletemany/", data={"image": str(ZSTACK)}).json() == {"bad": "false"}
+        assert sim.client().get(thumb(ZSTACK)).status_code == 200          # answered, not done yet
+        time.sleep(1.0)
+        assert sim.client().get(thumb(ZSTACK)).status_code == 404
+    finally:
+        sim.stop()

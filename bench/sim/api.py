@@ -133,6 +133,8 @@ def _datasets(cat: Catalog, user: User, f: dict) -> Listing:
 
 
 def _images(cat: Catalog, user: User, f: dict) -> Listing:
+    if cat.changes:     # writes moved, gave away or deleted images: each one is checked (changes.py)
+        return _changed_images(cat, user, f)
     blocks = [b for b in cat.blocks_by_name if _visible(cat, user, [b], f)]
     if "dataset" in f:
         blocks = [b for b in blocks if getattr(b, "orphan", True) is False and b.id == f["dataset"]]
@@ -140,6 +142,18 @@ def _images(cat: Catalog, user: User, f: dict) -> Listing:
         blocks = [b for b in blocks if getattr(b, "orphan", False)]
     return Listing([(len(b.present), lambda a, c, b=b: [cat.image_at(b, o) for o in b.present[a:c]])
                     for b in blocks])
+
+
+def _changed_images(cat: Catalog, user: User, f: dict) -> Listing:
+    """The listing in the same order (blocks by name, then id) over the images as writes left them."""
+    if "dataset" in f:
+        dataset = cat.datasets.get(f["dataset"])
+        found = cat.images_of(dataset) if dataset is not None and not dataset.orphan else ()
+    elif f.get("orphaned"):
+        found = cat.orphan_images()
+    else:
+        found = (img for b in cat.blocks_by_name for img in cat.images_of(b))
+    return Listing.of([img for img in found if _visible(cat, user, [img], f)])
 
 
 def _rois(cat: Catalog, user: User, f: dict) -> Listing:
