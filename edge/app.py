@@ -180,7 +180,10 @@ class Edge:
         if hot is None or memory is None:
             return False
         entry = memory.get(hot[1])
-        if entry is None or entry.key != hot[0] or not entry.public or entry.fresh_until <= self.clock():
+        # 200s only: a negative entry is not every route's answer (the webclient's thumbnail forms answer a
+        # placeholder where the webgateway's, sharing their key, answer 404)
+        if entry is None or entry.status != 200 or entry.key != hot[0] or not entry.public \
+                or entry.fresh_until <= self.clock():
             return False
         self.registry.refresh()
         if not self.registry.valid(entry.tags, entry.epoch) or self.registry.soft_since(entry) is not None:

@@ -209,3 +209,15 @@ async def test_the_backend_gets_the_target_as_received(edge_app: InprocEdge, sim
     start, *_ = await edge_app.messages("GET", f"/webgateway/render_thumbnail/0/../{image}/?_=%2F")
     assert (start["status"], dict(start["headers"])[b"x-edge-cache"]) == (404, b"BYPASS")
     assert sim_apps.requests("render_thumbnail") == 0
+
+
+async def test_a_stored_404_never_answers_the_webclients_placeholder_form(edge_app: InprocEdge, sim_apps: SimApps):
+    """The webgateway's 404 and the webclient's placeholder share a key: the 404 is the webgateway's only,
+    hot path included (a gone image's webclient thumbnail stays OMERO.web's placeholder)."""
+    missing = 1_999_999_999
+    gw, wc = thumb(missing), f"/webclient/render_thumbnail/{missing}/"
+    for _ in range(3):
+        assert (await edge_app.get(gw)).status_code == 404
+    for _ in range(3):
+        placeholder = await edge_app.get(wc)
+        assert placeholder.status_code == 200 and placeholder.content == (await sim_apps.get(wc)).content
