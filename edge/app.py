@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .origin import Origin
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
+from .prefetch import Prefetcher
 from .public_session import PublicSession
 from .purge import PurgeRegistry
 from .request import Classifier, Request
@@ -111,6 +112,11 @@ class Edge:
         self.coalescer = ThumbnailCoalescer(self.thumbnails, self.background, s.coalesce_window_ms,
                                             s.thumb_default_size, s.thumbnails_batch) \
             if s.coalesce_window_ms > 0 else None
+        self.prefetch = Prefetcher(s, self.cache, self.flights, self.origin, self.thumbnails, self.fill,
+                                   self.classifier.channels.get, m, self.background, self.clock) \
+            if s.prefetch else None
+        if self.prefetch is not None:
+            self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
         self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
         self.started = True
@@ -189,6 +195,8 @@ class Edge:
         if not self.registry.valid(entry.tags, entry.epoch) or self.registry.soft_since(entry) is not None:
             return False
         self.metrics.hot.hits["memory"] += 1
+        if self.prefetch is not None:
+            self.prefetch.ledger.seen(hot[1], True)
         await self.delivery.send_entry(scope, headers, send, entry, self.delivery.headers(entry, HIT, "memory", True))
         return True
 
@@ -207,6 +215,8 @@ class Edge:
             return await self._answer_miss(req, send, lambda: self._unshared(req), None, "")
         now = self.clock()
         action = self.freshness.decide(entry, now, req.warm)
+        if self.prefetch is not None and not warm:
+            self.prefetch.ledger.seen(req.digest, action is not Action.MISS)
         if action is Action.HIT:
             self.metrics.hot.hits[tier] += 1
             return await self._deliver(req, send, entry, HIT, tier)
@@ -284,6 +294,8 @@ class Edge:
                 not is_thumbnail(route)
                 or (await self.loading.final(req, [(req.image_id, entry)]))[0]):
             await self.cache.put_many([(req.digest, entry)])
+        if store and self.prefetch is not None:
+            self.prefetch.after_fill(req, entry)
         return entry
 
     def _count_write_purge(self, write: str, tags: int) -> None:

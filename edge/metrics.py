@@ -49,6 +49,17 @@ class Metrics:
                                       "(each starts or joins one refresh).", registry=r)
         self.write_purges = Counter("edge_write_purges_total", "Tags purged after OMERO.web writes, by write.",
                                     ["write"], registry=r)
+        self.prefetch_issued = Counter("edge_prefetch_issued_total", "Entries prefetched (fetched upstream in the "
+                                       "background), by kind (thumbnail, tile).", ["kind"], registry=r)
+        self.prefetch_used = Counter("edge_prefetch_used_total", "Prefetched entries a client then asked for (its "
+                                     "first lookup found or joined them).", ["kind"], registry=r)
+        self.prefetch_wasted = Counter("edge_prefetch_wasted_total", "Prefetched entries gone before a client asked "
+                                       "(evicted, purged, or no longer fresh; approximate, per process).", ["kind"],
+                                       registry=r)
+        self.prefetch_skipped = Counter("edge_prefetch_skipped_total", "Entries not prefetched: no spare upstream "
+                                        "capacity.", ["kind"], registry=r)
+        self.prefetch_in_flight = Gauge("edge_prefetch_in_flight", "Prefetch requests in flight upstream.",
+                                        registry=r)
         self.access_checks = Counter("edge_access_checks_total", "Read checks sent to the backend.", ["result"],
                                      registry=r)
 

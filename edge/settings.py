@@ -99,6 +99,10 @@ class Settings:
     coalesce_window_ms: float = _doc("Milliseconds default-size render_thumbnail misses wait to be fetched together as "
                                      "one get_thumbnails batch (0 = one request each).", 3.0)
     fill_timeout: float = _doc("Most seconds a request waits for another worker's or node's fill.", 35.0)
+    prefetch: bool = _doc("on: after a plate grid's fill, fetch its default thumbnails as get_thumbnails batches; "
+                          "after imgData / iviewer's image_data, iviewer's first view (edge/prefetch.py).", False)
+    prefetch_share: float = _doc("Fraction of upstream_concurrency prefetches may hold per upstream; a prefetch "
+                                 "also needs a free slot, else it is skipped (never queued).", 0.25)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -168,6 +172,8 @@ class Settings:
             raise ConfigError("redis_timeout must be positive")
         if self.thumbnails_batch < 1:
             raise ConfigError("thumbnails_batch must be at least 1")
+        if not 0 < self.prefetch_share <= 1:
+            raise ConfigError(f"prefetch_share must be a fraction in (0, 1] (got {self.prefetch_share})")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
         if self.access == "verified" and not self.session_redis_url:

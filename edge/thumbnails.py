@@ -67,6 +67,7 @@ class Thumbnails:
         self.policy, self.access, self.registry, self.metrics = policy, access, registry, metrics
         self.background, self.clock, self.final, self.freshness = background, clock, final, freshness
         self._memo: dict[tuple, tuple[str, str]] = {}  # (route, audience, size, id) → (key, digest)
+        self.seen: Callable[[str, bool], None] | None = None  # told each member a client looks up (prefetch.py)
 
     async def fetch_batch(self, req: Request, path: str, members: list[Member],
                           extra: list[tuple[str, str]] = (), *, wait: bool = True) -> Fetched:
@@ -137,6 +138,9 @@ class Thumbnails:
                 del served[image_id]
                 missing.append(next(m for m in members if m.image_id == image_id))
         refresh = [m for m in refresh if m.image_id in served]
+        if self.seen is not None and not warm:
+            for m in members:
+                self.seen(m.digest, m.image_id in served)
         results: dict[int, str] = {i: uri_json(e) for i, e in served.items()}
         status = CacheStatus.STALE if refresh else CacheStatus.HIT
         path = req.scope["path"]
