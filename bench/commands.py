@@ -19,7 +19,7 @@ from bench.nginx import SKIP_CHOICES, NginxMissing
 from bench.procs import StartError
 from bench.report import Report, load_report, print_report, write_json
 from bench.sim.cli import positive_int
-from bench.targets import RECACHE, TARGETS, RunSettings, Stack
+from bench.targets import PREFETCH, RECACHE, TARGETS, RunSettings, Stack
 
 ERR = Console(stderr=True)
 TRANSPORTS = tuple(t.value for t in Transport)
@@ -67,10 +67,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", metavar="FILE.png", help="write a matplotlib plot comparing the targets")
 
 
-def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...], targets: tuple[str, ...] = TARGETS) -> None:
+def _add_loads(p: argparse.ArgumentParser, modes: tuple[str, ...], targets: tuple[str, ...] = TARGETS,
+               prefetch: bool = False) -> None:
     g = p.add_argument_group("what to measure")
     g.add_argument("--targets", type=_csv(targets), default=list(targets),
                    help=f"comma-separated subset of {','.join(targets)} (default all)")
+    if prefetch:
+        g.add_argument("--prefetch", action="store_true",
+                       help=f"also {PREFETCH}: edge-cold with the edge's prefetch on, after edge-cold (its "
+                            "prefetch counts per cell in the JSON's target_counts)")
     if len(modes) > 1:
         g.add_argument("--modes", type=_csv(modes), default=list(modes),
                        help=f"comma-separated subset of {','.join(modes)} (default all)")
@@ -106,8 +111,17 @@ def _settings(args: argparse.Namespace) -> RunSettings:
                        nginx_sendfile=args.nginx_sendfile)
 
 
+def _targets(args: argparse.Namespace) -> list[str]:
+    """--targets, with edge-prefetch after edge-cold (or last) when --prefetch is given."""
+    targets = list(args.targets)
+    if getattr(args, "prefetch", False) and PREFETCH not in targets:
+        at = targets.index("edge-cold") + 1 if "edge-cold" in targets else len(targets)
+        targets.insert(at, PREFETCH)
+    return targets
+
+
 def _load_params(args: argparse.Namespace, modes: tuple[str, ...]) -> dict:
-    return {"targets": args.targets, "modes": getattr(args, "modes", None) or list(modes), "transports": args.transports,
+    return {"targets": _targets(args), "modes": getattr(args, "modes", None) or list(modes), "transports": args.transports,
             "rtts_ms": args.rtt or [0.0, 20.0], "repeat": args.repeat, "load_timeout_s": args.load_timeout}
 
 
@@ -234,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(the grid, then one render_thumbnail per well: 1 + 384), over HTTP/1.1 with 6 "
                                    "connections and HTTP/2 on one (h2c and TLS), against the backend direct, the edge "
                                    "and nginx's proxy cache configured like IDR's, each cold and warm.")
-    _add_loads(p, plate.MODES)
+    _add_loads(p, plate.MODES, prefetch=True)
     p.add_argument("--browser", action="store_true",
                    help="load the plate with headless Chromium instead (webclient mode, HTTP/2 over TLS, the page's "
                         "own Performance API timing); needs the Debian package chromium")
@@ -245,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="iviewer's tile requests (render_image_region ?tile=…, derived from imgData) for "
                                    "a 1280×800 viewport: the whole image at the lowest level, four zoom steps, two "
                                    "pans; each view's tiles in parallel. Same targets and transports as plate-384.")
-    _add_loads(p, tiles.MODES)
+    _add_loads(p, tiles.MODES, prefetch=True)
     _add_common(p)
     p.set_defaults(run=_command(_run_loads(tiles.TilesScenario, tiles.MODES)))
 

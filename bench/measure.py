@@ -108,11 +108,14 @@ class Meter:
         renders: list[int] = []
         backend: list[dict[str, int]] = []
         steps: dict[str, list[float]] = {}
+        counts: dict[str, int] = {}  # the target's own counts (Target.after_load), summed over the loads
         tally = Tally()
         for _ in range(repeat):
             target.before_load(transport)
             before = self.stack.sim.stats()
             seconds, tally = self.once(load, mode, target, transport)
+            for name, n in target.after_load(transport).items():
+                counts[name] = counts.get(name, 0) + n
             after = self.stack.sim.stats()
             samples.append(seconds)
             renders.append(after["total"]["renders"] - before["total"]["renders"])
@@ -124,6 +127,8 @@ class Meter:
                         percentile(samples, 95), min(samples), max(samples), [round(s, 6) for s in samples],
                         tally.requests, tally.bytes, max(renders), sum(busiest.values()),
                         {"backend_by_endpoint": busiest})
+        if counts:
+            record.extra["target_counts"] = counts
         if steps:
             record.extra["steps_ms"] = {name: round(statistics.median(v) * 1000, 3) for name, v in steps.items()}
         self.log(f"{target.name:10} {mode:9} {transport.value:6} rtt {rtt_ms:g} ms: median "

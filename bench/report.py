@@ -110,6 +110,9 @@ def add_ratios(records: list[Record]) -> None:
             if mine and theirs:
                 r.extra["steps_speedup_vs_direct"] = {name: round(theirs[name] / ms, 2) for name, ms in mine.items()
                                                       if name in theirs and ms > 0}
+        cold = index.get(("edge-cold", r.mode, r.transport, r.rtt_ms)) if r.target == "edge-prefetch" else None
+        if cold is not None:
+            r.extra["speedup_vs_edge_cold"] = round(cold.median_s / r.median_s, 2)
         if r.target.startswith("edge-"):
             nginx = index.get(("nginx-" + r.target.split("-", 1)[1], r.mode, r.transport, r.rtt_ms))
             if nginx is not None:

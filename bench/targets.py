@@ -29,6 +29,7 @@ from bench.procs import HOST, Child, Children, console_script, free_port
 
 TARGETS = ("direct", "edge-cold", "edge-warm", "nginx-cold", "nginx-warm")
 RECACHE = "nginx-recache"     # nginx filled the way IDR's published scripts fill it (bench browse only)
+PREFETCH = "edge-prefetch"    # edge-cold with `prefetch` on (--prefetch: plate-384, tiles)
 WARM_TOKEN = "bench-warm-token"
 PURGE_TOKEN = "bench-purge-token"
 
@@ -92,6 +93,11 @@ class Target:
     def before_load(self, transport: Transport) -> None:
         """Called before every timed load: cold targets empty their cache here."""
 
+    def after_load(self, transport: Transport) -> dict[str, int]:
+        """Called after every timed load, before the backend's counters are read (untimed): counts the target
+        reports for that load (none by default)."""
+        return {}
+
     def address(self, transport: Transport) -> int:
         """The port a client uses: the target's own, or its delay proxy's."""
         port = self.ports()[transport]
@@ -137,8 +143,8 @@ class _EdgeServer:
     Every target talks to the same OMERO.web port; the edge gets no `--ms`, since the simulated
     microservice (like the real one) serves no public user and the other targets don't use it."""
 
-    def __init__(self, stack: Stack, tls: bool) -> None:
-        self.stack, self.tls = stack, tls
+    def __init__(self, stack: Stack, tls: bool, env: dict[str, str] | None = None) -> None:
+        self.stack, self.tls, self.env = stack, tls, env or {}
         self.port = free_port()
         self.child: Child | None = None
 
@@ -149,7 +155,7 @@ class _EdgeServer:
             "--workers", str(s.server_workers), "--server", "granian"]
         if self.tls:
             argv += ["--certfile", str(self.stack.certs.cert), "--keyfile", str(self.stack.certs.key)]
-        env = {"EDGE_WARM_TOKEN": WARM_TOKEN, "EDGE_PURGE_TOKEN": PURGE_TOKEN}
+        env = {"EDGE_WARM_TOKEN": WARM_TOKEN, "EDGE_PURGE_TOKEN": PURGE_TOKEN, **self.env}
         self.child = self.stack.children.start("edge", argv, env=env)
         self.child.wait_port(self.port)
         if not self.tls:
@@ -176,11 +182,12 @@ def _wait_health(child: Child, url: str) -> None:
 class Edge(Target):
     """The edge: a plain server (h1, h2c) and a TLS one (h2), sharing one disk cache when warm."""
 
-    def __init__(self, stack: Stack, warm: bool) -> None:
+    def __init__(self, stack: Stack, warm: bool, prefetch: bool = False) -> None:
         super().__init__(stack)
-        self.warm = warm
-        self.name = "edge-warm" if warm else "edge-cold"
-        self.plain, self.tls = _EdgeServer(stack, tls=False), _EdgeServer(stack, tls=True)
+        self.warm, self.prefetch = warm, prefetch
+        self.name = "edge-warm" if warm else PREFETCH if prefetch else "edge-cold"
+        env = {"EDGE_PREFETCH": "on"} if prefetch else {}
+        self.plain, self.tls = _EdgeServer(stack, tls=False, env=env), _EdgeServer(stack, tls=True, env=env)
 
     @property
     def url(self) -> str:
@@ -204,6 +211,32 @@ class Edge(Target):
             server = self.tls if transport is Transport.H2_TLS else self.plain
             server.stop()
             server.start(self.stack.fresh_dir("edge-cache"))
+
+    def after_load(self, transport: Transport) -> dict[str, int]:
+        """With prefetch: waits for its background fetches to end (their backend work is this load's), then
+        reports the server's prefetch counters (a cold server starts at zero for every load)."""
+        if not self.prefetch:
+            return {}
+        server = self.tls if transport is Transport.H2_TLS else self.plain
+        base = f"{'https' if server.tls else 'http'}://{HOST}:{server.port}"
+        for _ in range(400):
+            counts = _prefetch_counts(httpx.get(base + "/_edge/metrics", timeout=10,
+                                                verify=self.stack.certs.client_context(["http/1.1"]) if server.tls else True).text)
+            if counts.pop("in_flight", 0) == 0:
+                return counts
+            time.sleep(0.025)
+        raise RuntimeError(f"{self.name}: prefetches still in flight 10 s after the load")
+
+
+def _prefetch_counts(metrics: str) -> dict[str, int]:
+    """issued, used, wasted, skipped (all kinds) and in_flight from an edge's /_edge/metrics text."""
+    counts = {"issued": 0, "used": 0, "wasted": 0, "skipped": 0, "in_flight": 0}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        what = name.removeprefix("edge_prefetch_").split("{", 1)[0].removesuffix("_total")
+        if name.startswith("edge_prefetch_") and what in counts:
+            counts[what] += int(float(value))
+    return counts
 
 
 class NginxCache(Target):
@@ -261,8 +294,8 @@ class Stack:
     def target(self, name: str) -> Target:
         if name == "direct":
             return Direct(self)
-        if name in ("edge-cold", "edge-warm"):
-            return Edge(self, warm=name == "edge-warm")
+        if name in ("edge-cold", "edge-warm", PREFETCH):
+            return Edge(self, warm=name == "edge-warm", prefetch=name == PREFETCH)
         if name in ("nginx-cold", "nginx-warm"):
             return NginxCache(self, warm=name == "nginx-warm")
         if name == RECACHE:

@@ -8,8 +8,10 @@ verified user's audience.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
+import subprocess
 import time
 
 import httpx
@@ -19,7 +21,7 @@ from edge.keys import PUBLIC, digest, key_for
 from edge.prefetch import Capacity, Ledger
 from edge.routes import Upstream
 from edge.settings import ConfigError, Settings
-from tests.helpers import EdgeProc, Launcher, Sim, wait_until
+from tests.helpers import EdgeProc, Launcher, Sim, script, wait_until
 from tests.helpers.clients import JSONP_AJAX, Exchange, IviewerSource, Page, browser_url, plate_batches
 from tests.inprocess import InprocEdge, MakeEdge, SimApps
 from tests.inprocess import anyio_backend, make_edge, sim_apps  # noqa: F401 - fixtures
@@ -256,3 +258,19 @@ def test_verified_users_prefetch_stays_in_their_audience(sim: Sim, edges: Launch
                        timeout=20)
     assert public.headers["x-edge-cache"] == "MISS"  # the public audience was never filled
     assert set(public.json().values()) == {None}  # what the backend says to the public: not found
+
+
+@pytest.mark.process
+def test_bench_compares_edge_with_and_without_prefetch(tmp_path):
+    """`bench plate-384 --prefetch`: edge-prefetch next to edge-cold, its counts per cell, the same backend work."""
+    out = tmp_path / "plate.json"
+    done = subprocess.run([script("bench"), "plate-384", "--prefetch", "--targets", "edge-cold", "--modes", "webclient",
+                           "--transports", "h2", "--rtt", "0", "--repeat", "2", "--speed", "0", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by = {r["target"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(by) == ["edge-cold", "edge-prefetch"]
+    counts = by["edge-prefetch"]["target_counts"]
+    assert 0 < counts["issued"] == counts["used"] and counts["wasted"] == 0
+    assert by["edge-prefetch"]["backend_renders"] == by["edge-cold"]["backend_renders"]
+    assert "speedup_vs_edge_cold" in by["edge-prefetch"] and "target_counts" not in by["edge-cold"]
