@@ -320,7 +320,27 @@ def match(path: str) -> tuple[Route, dict[str, str]] | None:
     return None
 
 
+_LITERAL_HEAD = re.compile(r"^([A-Za-z0-9_.\-]+/)")  # a body's first path segment, when it is literal
+
+
+def _factored(bodies: list[str], depth: int) -> str:
+    """`a/x|a/y|b` as `a/(?:x|y)|b`, `depth` segments deep: the same language, a shorter regex."""
+    groups: dict[str, list[str]] = {}
+    for body in bodies:
+        head = _LITERAL_HEAD.match(body) if depth else None
+        prefix = head.group(1) if head else ""
+        groups.setdefault(prefix, []).append(body[len(prefix):])
+    parts = []
+    for prefix, rest in groups.items():
+        if prefix and len(rest) > 1:
+            parts.append(f"{prefix}(?:{_factored(rest, depth - 1)})")
+        else:
+            parts += [f"(?:{prefix}{r})" for r in rest]
+    return "|".join(parts)
+
+
 def cacheable_regex(routes: tuple[Route, ...] | list[Route] = ROUTES) -> str:
-    """One regex for every path of `routes` (for nginx `location ~`), with no capturing groups."""
-    bodies = (re.sub(r"\(\?P<[a-z_]+>", "(?:", r.pattern.lstrip("^").rstrip("$")) for r in routes)
-    return "^(?:" + "|".join(f"(?:{body})" for body in bodies) + ")$"
+    """One regex for every path of `routes` (for nginx `location ~`), with no capturing groups. Bodies
+    sharing literal leading segments share them once: nginx refuses a parameter over 4 KB."""
+    bodies = [re.sub(r"\(\?P<[a-z_]+>", "(?:", r.pattern.lstrip("^").rstrip("$")).removeprefix("/") for r in routes]
+    return "^/(?:" + _factored(bodies, 5) + ")$"
