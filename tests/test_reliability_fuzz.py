@@ -51,6 +51,13 @@ TEMPLATES = [
     "/api/v0/m/plates/{plate}/wellsampleindex/{field}/wells/", "/api/v0/m/datasets/{dataset}/images/",
     "/api/v0/m/screens/", "/api/v0/m/rois/{roi}/", "/api/v0/m/plateacquisitions/{acq}/wellsampleindex/{field}/wells/",
     "/api/v0/m/projects/{project}/datasets/", "/api/v0/m/wells/{well}/", "/api/v0/m/shapes/{shape}/",
+    "/webgateway/open_with/", "/webclient/api/experimenters/{well}/", "/webclient/api/containers/",
+    "/webclient/api/datasets/", "/webclient/api/images/", "/webclient/api/plates/",
+    "/webclient/api/plate_acquisitions/", "/webclient/api/annotations/", "/webclient/metadata_details/image/{iid}/",
+    "/webclient/metadata_acquisition/image/{iid}/", "/webclient/metadata_preview/image/{iid}/",
+    "/webclient/metadata_hierarchy/image/{iid}/", "/webclient/load_plate/plate/{plate}/",
+    "/webgateway/annotations/Screen/{plate}/", "/webgateway/table/{field}/query/",
+    "/webgateway/table/Plate/{plate}/query/",
 ]
 
 BAD_VALUES = ["", "0", "-1", "-0", "abc", "1.5", "1e3", "0x10", "%20", "+1", "%2B1", "..", "%2e%2e", "%2E%2E%2F",
