@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from .access import AccessChecker
+from .accesslog import AccessLog
 from .admin import Shown, admin_app
 from .cache import Background, TieredCache
 from .coalesce import ThumbnailCoalescer
@@ -49,6 +50,7 @@ HIT, MISS, STALE = CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE
 
 # Headers that make a request someone's (or the warmer's): such requests skip the anonymous hot path.
 _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
+_AUDIENCE = {True: "public", False: "user"}
 
 
 class Edge:
@@ -60,6 +62,7 @@ class Edge:
         self.transports = transports or {}
         self.metrics = Metrics()
         self.started = False
+        self.access_log: AccessLog | None = None  # the one check a request pays when the log is off
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -119,10 +122,15 @@ class Edge:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
         self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
+        if s.access_log:
+            self.access_log = AccessLog(s.access_log, s.access_log_format, self.clock)
+            self.access_log.open()
         self.started = True
 
     async def shutdown(self) -> None:
         self.background.cancel()
+        if self.access_log is not None:
+            self.access_log.close()
         for pool in {id(p): p for p in self.upstreams.values()}.values():
             await pool.close()
         await self.registry.close()
@@ -138,8 +146,10 @@ class Edge:
         if kind == "http":
             if scope["path"].startswith("/_edge/"):
                 await self.admin(scope, receive, send)
-            else:
+            elif self.access_log is None:
                 await self.handle(scope, receive, send)
+            else:
+                await self.access_log.serve(self.handle, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -175,6 +185,7 @@ class Edge:
         req = await self.classifier.classify(scope, headers, anonymous)
         if isinstance(req, Bypass):
             return await self.passthrough(scope, receive, send, req)
+        scope["edge.audience"] = _AUDIENCE[req.public]  # for the access log: a class, never who
         if req.route.kind is Kind.BATCH:
             return await self.thumbnails.serve(req, send, self.delivery, self.passthrough)
         await self.cached(req, send)

@@ -39,7 +39,7 @@ def _load(args: argparse.Namespace, *names: str) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load(args, "bind", "workers", "server", "certfile", "keyfile")
+    settings = _load(args, "bind", "workers", "server", "certfile", "keyfile", "access_log", "shutdown_timeout")
     os.environ.update(settings.to_env())
     os.environ.pop("EDGE_CONFIG", None)  # everything is in EDGE_* now
     host, _, port = settings.bind.rpartition(":")
@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
         Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
                 workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
+                workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
                 http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
                                              max_buffer_size=settings.max_header_size),
                 http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # requests too; HTTP/2: while no stream is open). Not `read_timeout`: that one also cuts a client
         # that sends nothing while it downloads a long answer.
         config.keep_alive_timeout = settings.header_timeout
+        config.graceful_timeout = settings.shutdown_timeout
         run(config)
     return 0
 
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="granian (default: Rust HTTP/1.1+HTTP/2, fastest) or hypercorn (pure Python)")
     p.add_argument("--certfile", help="TLS certificate: HTTP/2 over TLS with ALPN")
     p.add_argument("--keyfile", help="TLS key (PKCS#8 PEM)")
+    p.add_argument("--access-log", help="access log: a file path, or - for stdout (default: off)")
+    p.add_argument("--shutdown-timeout", type=float, help="seconds in-flight requests have on SIGTERM (default 30)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="simulated OMERO + edge + disk cache, no Redis needed")

@@ -1,0 +1,132 @@
+"""The access log through real `edge serve` processes: a line per answer with its cache status, tier,
+audience and request id, credentials never written, and SIGHUP reopening a rotated file."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from edge.accesslog import request_id, scrub_query
+from tests.helpers import EdgeProc, Launcher, Sim, script, wait_until
+
+SECRETS = ("SECRET", "bob", "pw")
+
+
+def lines(path: Path, n: int) -> list[str]:
+    """The log's lines once it holds at least `n` (it is flushed once a second)."""
+    def enough() -> list[str] | None:
+        found = path.read_text().splitlines() if path.exists() else []
+        return found if len(found) >= n else None
+    return wait_until(enough, timeout=5, message=f"{path} did not reach {n} lines")
+
+
+def logged_edge(edges: Launcher, fmt: str, **env: str) -> tuple[EdgeProc, Path]:
+    path = Path(tempfile.mkdtemp(prefix="edge-log-")) / "access.log"
+    edge = edges("--access-log", str(path), env={"EDGE_ACCESS_LOG_FORMAT": fmt, **env})
+    return edge, path
+
+
+def test_json_lines_for_miss_hit_bypass_404_and_no_credentials(sim: Sim, edges: Launcher):
+    edge, path = logged_edge(edges, "json")
+    image = sim.info["public_images"][0]
+    thumb = f"/webgateway/render_thumbnail/{image}/"
+    missing = "/webgateway/render_thumbnail/987654321/"
+    creds = f"{thumb}?bsession=SECRET&username=bob&password=pw&b%73ession=SECRET"
+    answers = [edge.get(thumb, headers={"x-request-id": "trace-42", "referer": "http://x/?password=pw"}),
+               edge.get(thumb), edge.get(creds), edge.get(missing),
+               edge.get(thumb, headers={"x-request-id": "<bad id>"})]
+    assert [r.headers["x-edge-cache"] for r in answers] == ["MISS", "HIT", "BYPASS", "MISS", "HIT"]
+    got = [json.loads(line) for line in lines(path, len(answers))]
+    print("\n" + "\n".join(json.dumps(g) for g in got))
+    miss, hit, bypass, not_found, bad_id = got
+    assert (miss["method"], miss["path"], miss["status"], miss["cache"], miss["tier"], miss["audience"]) == \
+        ("GET", thumb, 200, "MISS", "-", "public")
+    assert miss["bytes"] == len(answers[0].content) > 0 and miss["upstream_ms"] > 0
+    assert miss["request_id"] == "trace-42" == answers[0].headers["x-request-id"]
+    assert (hit["cache"], hit["tier"], hit["upstream_ms"], hit["bytes"]) == ("HIT", "memory", 0.0, miss["bytes"])
+    assert (bypass["cache"], bypass["audience"], bypass["status"]) == ("BYPASS", "bypass", 200)
+    assert bypass["path"] == f"{thumb}?bsession=-&username=-&password=-&b%73ession=-"
+    assert (not_found["status"], not_found["cache"]) == (404, "MISS")
+    assert re.fullmatch(r"[0-9a-f]{16}", bad_id["request_id"]) and bad_id["request_id"] == answers[4].headers[
+        "x-request-id"]
+    assert len({g["request_id"] for g in got}) == len(got)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", g["time"]) and g["remote"] == "127.0.0.1"
+               for g in got)
+    text = path.read_text()
+    assert not any(s in text for s in SECRETS), text
+
+
+def test_combined_format_with_disk_hits(sim: Sim, edges: Launcher):
+    edge, path = logged_edge(edges, "combined", EDGE_MEMORY_SIZE="0")
+    thumb = f"/webgateway/render_thumbnail/{sim.info['public_images'][1]}/"
+    assert [edge.get(thumb).headers["x-edge-cache"] for _ in range(2)] == ["MISS", "HIT"]
+    got = lines(path, 2)
+    print("\n" + "\n".join(got))
+    pattern = (r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET (?P<path>\S+) HTTP/1\.1" '
+               r'(?P<status>\d+) (?P<bytes>\d+) "-" "python-httpx/[\d.]+" cache=(?P<cache>\w+) tier=(?P<tier>\S+) '
+               r'upstream_ms=[\d.]+ duration_ms=[\d.]+ audience=public request_id=[0-9a-f]{16}')
+    parsed = [re.fullmatch(pattern, line) for line in got]
+    assert all(parsed), got
+    assert [(m["path"], m["status"], m["cache"], m["tier"]) for m in parsed] == \
+        [(thumb, "200", "MISS", "-"), (thumb, "200", "HIT", "disk")]
+    assert parsed[0]["bytes"] == parsed[1]["bytes"] != "0"
+
+
+def test_stdout(sim: Sim, edges: Launcher):
+    edge = edges("--access-log", "-")
+    thumb = f"/webgateway/render_thumbnail/{sim.info['public_images'][2]}/"
+    rid = edge.get(thumb).headers["x-request-id"]
+    line = wait_until(lambda: next((x for x in edge.proc.log().splitlines() if rid in x), None), timeout=5)
+    assert json.loads(line)["path"] == thumb
+
+
+def test_sighup_reopens_a_rotated_file_and_loses_no_line(sim: Sim, edges: Launcher):
+    """granian's master respawns its workers on SIGHUP (new one up, then the old one stopped gracefully):
+    the new worker opens the path anew, the old one flushes its last lines to the renamed file."""
+    edge, path = logged_edge(edges, "json")
+    paths = [f"/webgateway/render_thumbnail/{i}/" for i in sim.info["public_images"][:6]]
+    for p in paths[:3]:
+        assert edge.get(p).status_code == 200
+    rotated = path.with_name("access.log.1")
+    os.rename(path, rotated)
+    assert edge.get(paths[3]).status_code == 200  # still the old worker: its line goes to the renamed file
+    os.kill(edge.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "Stopped old worker-1" in edge.proc.log(), timeout=20, message="no respawn on SIGHUP")
+    assert path.exists()  # the new worker opened it at start-up
+    for p in paths[4:]:
+        assert edge.get(p).status_code == 200
+    old = [json.loads(x)["path"] for x in lines(rotated, 4)]
+    new = [json.loads(x)["path"] for x in lines(path, 2)]
+    print(f"\nrotated file: {len(old)} lines, new file after SIGHUP: {len(new)} lines")
+    assert old == paths[:4] and new == paths[4:]
+    assert edge.proc.alive()
+
+
+def test_bad_access_log_path_is_a_one_line_error():
+    run = subprocess.run([script("edge"), "serve", "--access-log", "/nonexistent-dir/access.log"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and run.stderr.strip() == \
+        "edge: error: access_log /nonexistent-dir/access.log: no such directory", run.stderr
+
+
+@pytest.mark.parametrize(("query", "logged"), [
+    (b"a=1&b=2", b"a=1&b=2"),
+    (b"username=bob&password=pw&server=1", b"username=-&password=-&server=1"),
+    (b"BSESSION=x&c=%20", b"BSESSION=-&c=%20"),
+    (b"pass%77ord=pw&csrfmiddlewaretoken=t&x", b"pass%77ord=-&csrfmiddlewaretoken=-&x"),
+    (b"password", b"password=-"),
+])
+def test_scrub_query(query: bytes, logged: bytes):
+    assert scrub_query(query) == logged
+
+
+def test_request_id_sanity():
+    assert request_id([(b"x-request-id", b"abc-123_4.5")]) == b"abc-123_4.5"
+    for bad in (b"", b"a b", b"x" * 129, b'"quoted"', b"\xff"):
+        assert re.fullmatch(rb"[0-9a-f]{16}", request_id([(b"x-request-id", bad)]))
