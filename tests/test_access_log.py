@@ -8,8 +8,10 @@ import re
 import signal
 import subprocess
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edge.accesslog import request_id, scrub_query
@@ -76,6 +78,23 @@ def test_combined_format_with_disk_hits(sim: Sim, edges: Launcher):
     assert [(m["path"], m["status"], m["cache"], m["tier"]) for m in parsed] == \
         [(thumb, "200", "MISS", "-"), (thumb, "200", "HIT", "disk")]
     assert parsed[0]["bytes"] == parsed[1]["bytes"] != "0"
+
+
+def test_audience_is_a_class_never_a_session(sim: Sim, edges: Launcher, redis_server):
+    """verified mode: alice's own entry is 'user', the public user's session 'public'; no session id logged."""
+    edge, path = logged_edge(edges, "json", EDGE_ACCESS="verified", EDGE_SESSION_REDIS_URL=redis_server.url)
+    cookie_name = sim.info["session_cookie"]
+    with closing(sim.login("alice")) as client:
+        alice = client.cookies[cookie_name]
+    public = httpx.get(f"{sim.url}/webgateway/render_thumbnail/{sim.info['public_images'][0]}/").cookies[cookie_name]
+    mine = f"/webgateway/render_thumbnail/{sim.info['private']['lab-a']['images'][0]}/"
+    theirs = f"/webgateway/render_thumbnail/{sim.info['public_images'][3]}/"
+    answers = [edge.get(mine, cookies={cookie_name: alice}), edge.get(theirs, cookies={cookie_name: public})]
+    assert [r.status_code for r in answers] == [200, 200]
+    got = [json.loads(line) for line in lines(path, 2)]
+    assert [(g["path"], g["audience"], g["cache"]) for g in got] == [(mine, "user", "MISS"), (theirs, "public", "MISS")]
+    text = path.read_text()
+    assert alice not in text and public not in text and "alice" not in text
 
 
 def test_stdout(sim: Sim, edges: Launcher):
