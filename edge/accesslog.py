@@ -12,13 +12,14 @@ hypercorn: `run.reload`), and a new worker opens the file anew (docs/deploy.md).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import secrets
 import sys
 import time
 from contextvars import ContextVar
-from typing import IO, Awaitable, Callable
+from typing import IO, Awaitable, Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
 Send = Callable[[dict], Awaitable[None]]
@@ -68,12 +69,20 @@ def scrub_url(url: bytes) -> bytes:
     return base + mark + scrub_query(query) if mark else url
 
 
-def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The client's X-Request-ID when it is short and of safe characters, else a new random one."""
+def request_id(headers: list[tuple[bytes, bytes]], fresh: Iterator[bytes]) -> bytes:
+    """The client's X-Request-ID when it is short and of safe characters (so it needs no escaping), else
+    the next of `fresh`."""
     for name, value in headers:
         if name == b"x-request-id" and _SANE_ID.fullmatch(value):
             return value
-    return secrets.token_hex(8).encode()
+    return next(fresh)
+
+
+def fresh_ids() -> Iterator[bytes]:
+    """Request ids unique across processes and restarts: a random per-process prefix and a counter
+    (16 hex digits; no system call per request)."""
+    prefix = secrets.token_hex(4)
+    return (f"{prefix}{n:08x}".encode() for n in itertools.count())
 
 
 def _combined_escape(text: str) -> str:
@@ -120,6 +129,7 @@ class AccessLog:
         self.target = target
         self.format = _FORMATS[fmt]
         self.clock = clock
+        self.ids = fresh_ids()  # made in the worker process, at start-up
         self.out: IO[bytes] | None = None
         self.flusher: asyncio.Task | None = None
         self._second = -1
@@ -148,7 +158,7 @@ class AccessLog:
                     receive: Callable, send: Send) -> None:
         """`handle` with its answer recorded, then one line written (also when it failed midway)."""
         started = time.monotonic()
-        rec = Recorder(send, request_id(scope["headers"]))
+        rec = Recorder(send, request_id(scope["headers"], self.ids))
         upstream = [0.0]
         token = _UPSTREAM.set(upstream)
         try:
@@ -168,44 +178,43 @@ class AccessLog:
         return self._stamps
 
 
-def _target(scope: dict) -> str:
-    """The request target as received (raw_path when the server gives it), its secrets scrubbed."""
+def _values(scope: dict, rec: Recorder) -> tuple[str, ...]:
+    """A line's strings as received (latin-1), secrets scrubbed: remote, method, target (raw_path when the
+    server gives it), referer, user agent, cache status, tier, audience class."""
+    referer = agent = b""
+    for name, value in scope["headers"]:
+        if name == b"referer":
+            referer = value
+        elif name == b"user-agent":
+            agent = value
     path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
     query = scope["query_string"]
-    return (path + b"?" + scrub_query(query) if query else path).decode("latin-1")
+    target = path + b"?" + scrub_query(query) if query else path
+    return ((scope.get("client") or ("-",))[0], scope["method"], target.decode("latin-1"),
+            scrub_url(referer).decode("latin-1"), agent.decode("latin-1"), rec.cache.decode("latin-1") or "-",
+            rec.tier.decode("latin-1") or "-", audience(scope, rec.cache))
 
 
-def _header(scope: dict, name: bytes) -> str:
-    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), "")
-
-
-def _fields(scope: dict, rec: Recorder, upstream: float, took: float) -> dict:
-    return {
-        "remote": (scope.get("client") or ("-",))[0], "method": scope["method"], "path": _target(scope),
-        "protocol": f"HTTP/{scope.get('http_version', '1.1')}", "status": rec.status, "bytes": rec.bytes,
-        "cache": rec.cache.decode("latin-1") or "-", "tier": rec.tier.decode("latin-1") or "-",
-        "upstream_ms": round(upstream * 1000, 1), "duration_ms": round(took * 1000, 1),
-        "audience": audience(scope, rec.cache), "request_id": rec.rid.decode("latin-1"),
-        "referer": scrub_url(_header(scope, b"referer").encode("latin-1")).decode("latin-1"),
-        "user_agent": _header(scope, b"user-agent"),
-    }
+_q = json.encoder.encode_basestring_ascii  # a JSON string literal, in C (json.dumps of a dict costs µs)
 
 
 def _json_line(log: AccessLog, scope: dict, rec: Recorder, upstream: float, took: float) -> bytes:
-    line = {"time": log.stamps()[0], **_fields(scope, rec, upstream, took)}
-    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
-
-
-_EXTRA = ("cache", "tier", "upstream_ms", "duration_ms", "audience", "request_id")
+    remote, method, target, referer, agent, cache, tier, aud = _values(scope, rec)
+    return (f'{{"time":"{log.stamps()[0]}","remote":{_q(remote)},"method":{_q(method)},"path":{_q(target)},'
+            f'"protocol":"HTTP/{scope.get("http_version", "1.1")}","status":{rec.status},"bytes":{rec.bytes},'
+            f'"cache":{_q(cache)},"tier":{_q(tier)},"upstream_ms":{upstream * 1000:.1f},'
+            f'"duration_ms":{took * 1000:.1f},"audience":"{aud}","request_id":"{rec.rid.decode()}",'
+            f'"referer":{_q(referer)},"user_agent":{_q(agent)}}}\n').encode()
 
 
 def _combined_line(log: AccessLog, scope: dict, rec: Recorder, upstream: float, took: float) -> bytes:
     """nginx's `combined` (the remote user always `-`), then the edge's fields as name=value."""
-    f = _fields(scope, rec, upstream, took)
-    request = _combined_escape(f"{f['method']} {f['path']} {f['protocol']}")
-    quoted = " ".join(f'"{_combined_escape(f[name] or "-")}"' for name in ("referer", "user_agent"))
-    extra = " ".join(f"{name}={f[name]}" for name in _EXTRA)
-    return f'{f["remote"]} - - [{log.stamps()[1]}] "{request}" {f["status"]} {f["bytes"]} {quoted} {extra}\n'.encode()
+    remote, method, target, referer, agent, cache, tier, aud = _values(scope, rec)
+    e = _combined_escape
+    return (f'{remote} - - [{log.stamps()[1]}] "{e(method)} {e(target)} HTTP/{scope.get("http_version", "1.1")}" '
+            f'{rec.status} {rec.bytes} "{e(referer) or "-"}" "{e(agent) or "-"}" cache={e(cache)} tier={e(tier)} '
+            f'upstream_ms={upstream * 1000:.1f} duration_ms={took * 1000:.1f} audience={aud} '
+            f'request_id={rec.rid.decode()}\n').encode()
 
 
 _FORMATS = {"json": _json_line, "combined": _combined_line}

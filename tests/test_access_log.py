@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.accesslog import request_id, scrub_query
+from edge.accesslog import fresh_ids, request_id, scrub_query
 from tests.helpers import EdgeProc, Launcher, Sim, script, wait_until
 
 SECRETS = ("SECRET", "bob", "pw")
@@ -146,6 +146,8 @@ def test_scrub_query(query: bytes, logged: bytes):
 
 
 def test_request_id_sanity():
-    assert request_id([(b"x-request-id", b"abc-123_4.5")]) == b"abc-123_4.5"
-    for bad in (b"", b"a b", b"x" * 129, b'"quoted"', b"\xff"):
-        assert re.fullmatch(rb"[0-9a-f]{16}", request_id([(b"x-request-id", bad)]))
+    fresh = fresh_ids()
+    assert request_id([(b"x-request-id", b"abc-123_4.5")], fresh) == b"abc-123_4.5"
+    made = [request_id([(b"x-request-id", bad)], fresh) for bad in (b"", b"a b", b"x" * 129, b'"quoted"', b"\xff")]
+    assert all(re.fullmatch(rb"[0-9a-f]{16}", rid) for rid in made) and len(set(made)) == len(made)
+    assert next(fresh_ids())[:8] != made[0][:8]  # another process's prefix
