@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import re
 import secrets
+import signal
 import sys
 import time
 from contextvars import ContextVar
 from typing import IO, Awaitable, Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
+log = logging.getLogger("edge.accesslog")
 Send = Callable[[dict], Awaitable[None]]
 
 # Query parameters whose values are never logged (OMERO.web's login and session parameters, Django's CSRF token).
@@ -136,12 +139,36 @@ class AccessLog:
         self._stamps = ("", "")
 
     def open(self) -> None:
-        self.out = sys.stdout.buffer if self.target == "-" else open(self.target, "ab", buffering=1 << 16)
+        """Open the target; a worker sent SIGHUP itself reopens it (the servers' workers leave SIGHUP at its
+        default, which would end them: only their masters handle it, by respawning the workers)."""
+        self.out = sys.stdout.buffer if self.target == "-" else self._file()
         self.flusher = asyncio.ensure_future(self._flush_every_second())
+        if self.target != "-":
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reopen)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                pass
+
+    def _file(self) -> IO[bytes]:
+        return open(self.target, "ab", buffering=1 << 16)
+
+    def reopen(self) -> None:
+        """After a rotation: a new file at the path, then the old one flushed and closed (if the path cannot
+        be opened, the old file goes on)."""
+        try:
+            new = self._file()
+        except OSError as exc:
+            log.warning("access log %s cannot be reopened, still writing the old file: %s", self.target, exc)
+            return
+        old, self.out = self.out, new
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         if self.flusher is not None:
             self.flusher.cancel()
+            if self.target != "-":
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self.out is not None:
             self.out.flush()
             if self.target != "-":

@@ -134,6 +134,22 @@ def test_sighup_reopens_a_rotated_file_and_loses_no_line(sim: Sim, edges: Launch
     assert edge.proc.alive()
 
 
+def test_sighup_to_a_worker_reopens_its_file(sim: Sim, edges: Launcher):
+    """`kill -HUP` reaching a worker itself (a whole process group signalled) reopens, never ends it."""
+    edge, path = logged_edge(edges, "json")
+    workers = [int(pid) for pid in Path(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children").read_text().split()]
+    assert len(workers) == 1
+    thumb = f"/webgateway/render_thumbnail/{sim.info['public_images'][7]}/"
+    assert edge.get(thumb).status_code == 200
+    os.rename(path, path.with_name("access.log.1"))
+    os.kill(workers[0], signal.SIGHUP)
+    wait_until(path.exists, timeout=5, message="the worker did not reopen its log")
+    assert edge.get(thumb).headers["x-edge-cache"] == "HIT"
+    assert [json.loads(x)["cache"] for x in lines(path.with_name("access.log.1"), 1)] == ["MISS"]
+    assert [json.loads(x)["cache"] for x in lines(path, 1)] == ["HIT"]
+    assert Path(f"/proc/{workers[0]}").exists() and "Respawning" not in edge.proc.log()
+
+
 def test_bad_access_log_path_is_a_one_line_error():
     run = subprocess.run([script("edge"), "serve", "--access-log", "/nonexistent-dir/access.log"],
                          capture_output=True, text=True, timeout=30)
