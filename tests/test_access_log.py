@@ -2,6 +2,7 @@
 audience and request id, credentials never written, and SIGHUP reopening a rotated file."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -95,6 +96,29 @@ def test_audience_is_a_class_never_a_session(sim: Sim, edges: Launcher, redis_se
     assert [(g["path"], g["audience"], g["cache"]) for g in got] == [(mine, "user", "MISS"), (theirs, "public", "MISS")]
     text = path.read_text()
     assert alice not in text and public not in text and "alice" not in text
+
+
+def test_two_workers_append_whole_lines(sim: Sim, edges: Launcher):
+    """Each worker writes its buffer in one append: lines never interleave, none is lost."""
+    path = Path(tempfile.mkdtemp(prefix="edge-log-")) / "access.log"
+    edge = edges("--access-log", str(path), "--workers", "2")
+    paths = [f"/webgateway/render_thumbnail/{i}/" for i in sim.plate_images(0, 25)] * 4
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers answer
+        async with httpx.AsyncClient(base_url=edge.url, timeout=30, limits=limits) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one(p: str) -> int:
+                async with sem:
+                    return (await client.get(p)).status_code
+            return await asyncio.gather(*(one(p) for p in paths))
+
+    assert set(asyncio.run(burst())) == {200}
+    got = [json.loads(line) for line in lines(path, len(paths))]
+    assert sorted(g["path"] for g in got) == sorted(paths) and len(got) == len(paths)
+    print(f"\n2 workers, {len(paths)} requests: {len(got)} whole lines, "
+          f"{sum(g['cache'] == 'HIT' for g in got)} hits")
 
 
 def test_stdout(sim: Sim, edges: Launcher):
