@@ -55,8 +55,8 @@ class Settings:
                            "SIGHUP respawns the workers (docs/deploy.md).", "")
     access_log_format: Literal["json", "combined"] = _doc(
         "Access log lines: JSON, or nginx's combined format followed by the edge's fields as name=value.", "json")
-    shutdown_timeout: float = _doc("Seconds in-flight requests have to finish on SIGTERM (new connections are "
-                                   "refused at once); then the workers are killed.", 30.0)
+    shutdown_timeout: float = _doc("Seconds in-flight requests have to finish on SIGTERM (new connections get no "
+                                   "answer from then on); then the workers are killed.", 30.0)
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
