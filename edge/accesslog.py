@@ -59,7 +59,7 @@ def scrub_query(query: bytes) -> bytes:
         return query
     parts = []
     for part in query.split(b"&"):
-        name, eq, _ = part.partition(b"=")
+        name = part.partition(b"=")[0]
         if unquote_to_bytes(name.replace(b"+", b" ")).decode("latin-1").lower() in SECRET_PARAMS:
             part = name + b"=-"
         parts.append(part)
@@ -106,11 +106,16 @@ class Recorder:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = message["headers"]  # never changed in place: a hit's headers are shared (Entry.prepared)
+            theirs = False
             for name, value in headers:
                 if name == b"x-edge-cache":
                     self.cache = value
                 elif name == b"x-edge-tier":
                     self.tier = value
+                elif name == b"x-request-id":
+                    theirs = True  # a passed-through answer's own: ours replaces it
+            if theirs:
+                headers = [h for h in headers if h[0] != b"x-request-id"]
             message = {**message, "headers": [*headers, (b"x-request-id", self.rid)]}
         elif message["type"] == "http.response.body":
             self.bytes += len(message.get("body", b""))
