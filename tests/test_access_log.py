@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.accesslog import fresh_ids, request_id, scrub_query
+from edge.accesslog import Recorder, fresh_ids, request_id, scrub_query
 from tests.helpers import EdgeProc, Launcher, Sim, script, wait_until
 
 SECRETS = ("SECRET", "bob", "pw")
@@ -198,3 +198,23 @@ def test_request_id_sanity():
     made = [request_id([(b"x-request-id", bad)], fresh) for bad in (b"", b"a b", b"x" * 129, b'"quoted"', b"\xff")]
     assert all(re.fullmatch(rb"[0-9a-f]{16}", rid) for rid in made) and len(set(made)) == len(made)
     assert next(fresh_ids())[:8] != made[0][:8]  # another process's prefix
+
+
+def test_recorder_notes_the_answer_and_replaces_an_upstream_request_id():
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def answer() -> Recorder:
+        rec = Recorder(send, b"ours")
+        shared = [(b"x-request-id", b"theirs"), (b"x-edge-cache", b"BYPASS"), (b"x-edge-tier", b"")]
+        await rec({"type": "http.response.start", "status": 201, "headers": shared})
+        await rec({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await rec({"type": "http.response.body", "body": b"de"})
+        assert shared[0] == (b"x-request-id", b"theirs")  # the caller's list is untouched
+        return rec
+
+    rec = asyncio.run(answer())
+    assert (rec.status, rec.bytes, rec.cache, rec.tier) == (201, 5, b"BYPASS", b"")
+    assert [v for k, v in sent[0]["headers"] if k == b"x-request-id"] == [b"ours"]
