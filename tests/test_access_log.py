@@ -174,6 +174,7 @@ def test_sighup_to_a_worker_reopens_its_file(sim: Sim, edges: Launcher):
     assert Path(f"/proc/{workers[0]}").exists() and "Respawning" not in edge.proc.log()
 
 
+@pytest.mark.process
 def test_bad_access_log_path_is_a_one_line_error():
     run = subprocess.run([script("edge"), "serve", "--access-log", "/nonexistent-dir/access.log"],
                          capture_output=True, text=True, timeout=30)
