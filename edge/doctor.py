@@ -14,9 +14,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import redis
@@ -32,6 +32,7 @@ MAX_SKEW = 5.0  # seconds; HTTP dates have a resolution of one second
 CSRF_COOKIE = "csrftoken"  # Django's CSRF_COOKIE_NAME, set beside the session on some views
 # An id no OMERO holds: a batch of them costs OMERO.web its size check and nothing else (gw/views.py:1690-1695).
 ABSENT_ID = 9_000_000_000_000_000_000
+T = TypeVar("T")
 _MAX_BATCH = re.compile(r"Max (\d+) thumbnails at a time")
 
 # maxmemory-policy → why it is (un)safe for the L2 tier. Every cache entry, fill lock and fill result the edge
@@ -76,37 +77,59 @@ class Needs(Exception):
 
 
 class Probe:
-    """What the checks share: the settings, one HTTP client, the public session and an image, each got once."""
+    """What the checks share: the settings, one HTTP client, and the answers several checks read, each asked
+    for once (a failure too: a dead host costs one timeout, not one per check)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False)
         self.api_asked_at = 0.0
+        self._memo: dict[str, tuple[object, BaseException | None]] = {}
 
     def close(self) -> None:
         self.http.close()
+
+    def once(self, name: str, get: Callable[[], T]) -> T:
+        """`get()` the first time; later calls give its value, or raise its exception again."""
+        if name not in self._memo:
+            try:
+                self._memo[name] = (get(), None)
+            except (httpx.HTTPError, RedisError, OSError, Needs) as exc:
+                self._memo[name] = (None, exc)
+        value, exc = self._memo[name]
+        if exc is not None:
+            raise exc
+        return value  # type: ignore[return-value]
+
+    @staticmethod
+    def after(check: str, get: Callable[[], T]) -> T:
+        """What another check got first: if that failed, this check is skipped (that one reports it)."""
+        try:
+            return get()
+        except (httpx.HTTPError, RedisError, OSError):
+            raise Needs(f"needs {check} (failed)") from None
 
     @property
     def web(self) -> str:
         return self.settings.backend[0].rstrip("/")
 
-    @cached_property
     def api_root(self) -> httpx.Response:
-        """OMERO.web's `/api/` (api/urls.py:30 `api_versions`), with the time it was asked at."""
-        sent = time.time()
-        response = self.http.get(self.web + "/api/")
-        self.api_asked_at = (sent + time.time()) / 2  # the local time the Date header is compared with
-        return response
+        """OMERO.web's `/api/` (api/urls.py:30 `api_versions`), and the local time it was asked at."""
+        def get() -> httpx.Response:
+            sent = time.time()
+            response = self.http.get(self.web + "/api/")
+            self.api_asked_at = (sent + time.time()) / 2
+            return response
+        return self.once("api", get)
 
-    @cached_property
     def public_answer(self) -> httpx.Response:
-        return self.http.get(self.web + self.settings.public_session_path, headers={"accept": "application/json"})
+        return self.once("public", lambda: self.http.get(self.web + self.settings.public_session_path,
+                                                         headers={"accept": "application/json"}))
 
-    @cached_property
     def set_cookies(self) -> dict[str, str]:
-        """The cookies OMERO.web set on an anonymous request inside its public filter."""
+        """The cookies OMERO.web set on the anonymous request inside its public filter."""
         jar: dict[str, str] = {}
-        for raw in self.public_answer.headers.get_list("set-cookie"):
+        for raw in self.after("public session", self.public_answer).headers.get_list("set-cookie"):
             cookie = SimpleCookie()
             try:
                 cookie.load(raw)
@@ -116,7 +139,8 @@ class Probe:
         return jar
 
     def public_cookie(self) -> str:
-        value = self.set_cookies.get(self.settings.session_cookie) if self.public_answer.status_code == 200 else None
+        ok = self.after("public session", self.public_answer).status_code == 200
+        value = self.set_cookies().get(self.settings.session_cookie) if ok else None
         if not value:
             raise Needs("needs a public session (see public session, session cookie)")
         return value
@@ -124,30 +148,28 @@ class Probe:
     def cookie_header(self) -> dict[str, str]:
         return {"cookie": f"{self.settings.session_cookie}={self.public_cookie()}"}
 
-    @cached_property
     def image_id(self) -> int:
         """One image the public user can read, from API v0 (api/urls.py `api_images`)."""
-        try:
-            data = self.http.get(self.web + "/api/v0/m/images/?limit=1", headers=self.cookie_header()).json()
-            return int(data["data"][0]["@id"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise Needs("needs an image the public user can read (/api/v0/m/images/ lists none)") from None
+        def get() -> int:
+            answer = self.http.get(self.web + "/api/v0/m/images/?limit=1", headers=self.cookie_header())
+            try:
+                return int(answer.json()["data"][0]["@id"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise Needs("needs an image the public user can read (/api/v0/m/images/ lists none)") from None
+        return self.once("image", get)
 
-    @cached_property
     def l2(self) -> redis.Redis:
-        client = redis.Redis.from_url(self.settings.redis_url, **REDIS_TIMEOUTS)
-        client.ping()
-        return client
+        def get() -> redis.Redis:
+            client = redis.Redis.from_url(self.settings.redis_url, **REDIS_TIMEOUTS)
+            client.ping()
+            return client
+        return self.once("l2", get)
 
     def l2_config(self, *names: str) -> dict[str, str]:
         if not self.settings.redis_url:
             raise Needs("no redis_url")
         try:
-            client = self.l2
-        except (RedisError, OSError):
-            raise Needs("needs the L2 Redis (see l2 redis)") from None
-        try:
-            found = client.config_get(*names)
+            found = self.after("l2 redis", self.l2).config_get(*names)
         except ResponseError as exc:
             raise Needs(f"this Redis refuses CONFIG ({exc}): check {', '.join(names)} by hand") from None
         return {str(k): str(v) for k, v in found.items()}
@@ -159,7 +181,7 @@ def check_omero_web(p: Probe) -> Result:
     the `X-OMERO-ApiVersion` header of its json_response (api/decorators.py:65, api_settings.py:60-63)."""
     details = []
     for url in p.settings.backend:
-        response = p.api_root if url.rstrip("/") == p.web else p.http.get(url.rstrip("/") + "/api/")
+        response = p.api_root() if url.rstrip("/") == p.web else p.http.get(url.rstrip("/") + "/api/")
         try:
             versions = [v.get("version") for v in response.json()["data"]]
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -174,8 +196,9 @@ def check_omero_web(p: Probe) -> Result:
 
 def check_public_session(p: Probe) -> Result:
     """OMERO.web gives an anonymous request inside omero.web.public.url_filter a new session (Set-Cookie)."""
-    r = p.public_answer
-    others = sorted(set(p.set_cookies) - {CSRF_COOKIE})
+    p.after("omero.web", p.api_root)
+    r = p.public_answer()
+    others = sorted(set(p.set_cookies()) - {CSRF_COOKIE})
     if r.status_code != 200:
         where = f" to {r.headers['location']}" if "location" in r.headers else ""
         return failed(f"GET {p.settings.public_session_path} answered {r.status_code}{where}")
@@ -185,7 +208,7 @@ def check_public_session(p: Probe) -> Result:
 
 
 def check_session_cookie(p: Probe) -> Result:
-    names = sorted(set(p.set_cookies) - {CSRF_COOKIE})
+    names = sorted(set(p.set_cookies()) - {CSRF_COOKIE})
     if not names:
         raise Needs("needs a public session (see public session)")
     if p.settings.session_cookie not in names:
@@ -198,9 +221,10 @@ def check_session_redis(p: Probe) -> Result:
     `:1:django.contrib.sessions.cache<cookie>`, a pickled dict whose connector is the public user's."""
     if not p.settings.session_redis_url:
         return skipped("no session_redis_url (access = public-only needs none)")
-    cookie = p.public_cookie()
     client = redis.Redis.from_url(p.settings.session_redis_url, **REDIS_TIMEOUTS)
     try:
+        client.ping()  # a Redis that is down fails here, whatever OMERO.web says
+        cookie = p.public_cookie()
         raw = client.get(SESSION_PREFIX + cookie)
     finally:
         client.close()
@@ -220,7 +244,7 @@ def check_session_redis(p: Probe) -> Result:
 def check_l2_redis(p: Probe) -> Result:
     if not p.settings.redis_url:
         return skipped("no redis_url (L2 tier off)")
-    version = p.l2.info("server").get("redis_version", "?")
+    version = p.l2().info("server").get("redis_version", "?")
     return passed(f"{safe_url(p.settings.redis_url)}: Redis {version}")
 
 
@@ -284,7 +308,7 @@ MS_PROBES = (
 def check_microservice(p: Probe) -> Result:
     if not p.settings.ms:
         return skipped("no ms (its routes go to OMERO.web)")
-    headers, iid = p.cookie_header(), p.image_id
+    headers, iid = p.cookie_header(), p.image_id()
     for url in p.settings.ms:
         for name, path, kind in MS_PROBES:
             r = p.http.get(url.rstrip("/") + path.format(iid=iid), headers=headers)
@@ -298,7 +322,7 @@ def check_microservice(p: Probe) -> Result:
 def check_thumb_size(p: Probe) -> Result:
     """OMERO.web renders `render_thumbnail/<id>/` at the session's thumb_default_size (gw/views.py:381-392);
     no URL reports the setting, so the doctor measures the longest side of a default thumbnail."""
-    iid = p.image_id
+    iid = p.image_id()
     r = p.http.get(f"{p.web}/webgateway/render_thumbnail/{iid}/", headers=p.cookie_header())
     try:
         side = max(Image.open(io.BytesIO(r.content)).size)
@@ -328,7 +352,7 @@ def check_thumbnails_batch(p: Probe) -> Result:
 
 
 def check_clock(p: Probe) -> Result:
-    r = p.api_root
+    r = p.after("omero.web", p.api_root)
     date = r.headers.get("date")
     if not date:
         return skipped("the backend sends no Date header")
@@ -407,8 +431,8 @@ def render(rows: list[Row]) -> str:
         lines.append(f"{r.name:{width}}  {r.status.upper():6}  {r.detail}")
         if r.fix:
             lines.append(f"{'':{width}}  {'':6}  fix: {r.fix}")
-    failures = sum(r.status == "fail" for r in rows)
-    lines.append(f"{len(rows) - failures} of {len(rows)} passed or skipped; {failures} failed")
+    counts = {status: sum(r.status == status for r in rows) for status in ("pass", "skip", "fail")}
+    lines.append(f"{counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed")
     return "\n".join(lines)
 
 
