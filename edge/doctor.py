@@ -166,10 +166,8 @@ class Probe:
         return self.once("l2", get)
 
     def l2_config(self, *names: str) -> dict[str, str]:
-        if not self.settings.redis_url:
-            raise Needs("no redis_url")
         try:
-            found = self.after("l2 redis", self.l2).config_get(*names)
+            found = self.l2().config_get(*names)
         except ResponseError as exc:
             raise Needs(f"this Redis refuses CONFIG ({exc}): check {', '.join(names)} by hand") from None
         return {str(k): str(v) for k, v in found.items()}
@@ -196,7 +194,6 @@ def check_omero_web(p: Probe) -> Result:
 
 def check_public_session(p: Probe) -> Result:
     """OMERO.web gives an anonymous request inside omero.web.public.url_filter a new session (Set-Cookie)."""
-    p.after("omero.web", p.api_root)
     r = p.public_answer()
     others = sorted(set(p.set_cookies()) - {CSRF_COOKIE})
     if r.status_code != 200:
@@ -209,8 +206,6 @@ def check_public_session(p: Probe) -> Result:
 
 def check_session_cookie(p: Probe) -> Result:
     names = sorted(set(p.set_cookies()) - {CSRF_COOKIE})
-    if not names:
-        raise Needs("needs a public session (see public session)")
     if p.settings.session_cookie not in names:
         return failed(f"OMERO.web sets {', '.join(names)}; session_cookie is {p.settings.session_cookie!r}")
     return passed(f"OMERO.web sets {p.settings.session_cookie}")
@@ -249,8 +244,6 @@ def check_l2_redis(p: Probe) -> Result:
 
 
 def check_l2_eviction(p: Probe) -> Result:
-    if not p.settings.redis_url:
-        return skipped("no redis_url")
     found = p.l2_config("maxmemory-policy", "maxmemory")
     policy, limit = found.get("maxmemory-policy", "?"), int(found.get("maxmemory", "0") or 0)
     if policy in UNSAFE_POLICIES:
@@ -264,8 +257,6 @@ def check_l2_eviction(p: Probe) -> Result:
 
 def check_l2_persistence(p: Probe) -> Result:
     """Without persistence a Redis restart loses the purge generation, and every node drops its whole cache."""
-    if not p.settings.redis_url:
-        return skipped("no redis_url")
     found = p.l2_config("appendonly", "save")
     kinds = [name for name, on in (("AOF", found.get("appendonly") == "yes"),
                                    (f"RDB save {found.get('save')!r}", bool(found.get("save", "").strip()))) if on]
@@ -369,30 +360,38 @@ class Check:
     name: str
     run: Callable[[Probe], Result]
     fix: str
+    needs: tuple[str, ...] = ()  # checks that must pass first (else this one is skipped: they say why)
 
 
 CHECKS = (
     Check("omero.web", check_omero_web, "set backend to OMERO.web's base URL (the one that serves /webclient/)"),
     Check("public session", check_public_session,
           "enable OMERO.web's public user (omero.web.public.enabled, url_filter) or set public_session_path to a "
-          "public API/webgateway path"),
+          "public API/webgateway path", needs=("omero.web",)),
     Check("session cookie", check_session_cookie,
-          "set session_cookie to OMERO.web's omero.web.session_cookie_name (the name it sets)"),
+          "set session_cookie to OMERO.web's omero.web.session_cookie_name (the name it sets)",
+          needs=("public session",)),
     Check("session redis", check_session_redis,
           "set session_redis_url to the Redis and database of OMERO.web's django-redis CACHES (pickle serializer)"),
     Check("l2 redis", check_l2_redis, "start Redis or fix redis_url (empty turns the L2 tier off)"),
     Check("l2 eviction", check_l2_eviction,
-          "CONFIG SET maxmemory-policy volatile-lru and a maxmemory (redis.conf too), or a Redis for the edge alone"),
-    Check("l2 persistence", check_l2_persistence, "CONFIG SET appendonly yes (or save '3600 1'), and in redis.conf"),
+          "CONFIG SET maxmemory-policy volatile-lru and a maxmemory (redis.conf too), or a Redis for the edge alone",
+          needs=("l2 redis",)),
+    Check("l2 persistence", check_l2_persistence, "CONFIG SET appendonly yes (or save '3600 1'), and in redis.conf",
+          needs=("l2 redis",)),
     Check("cache dir", check_cache_dir, "point cache_dir at a writable directory, or lower disk_size to what fits"),
     Check("microservice", check_microservice,
-          "set ms to omero-ms-image-region's base URLs (reading OMERO.web's session store), or leave it empty"),
+          "set ms to omero-ms-image-region's base URLs (reading OMERO.web's session store), or leave it empty",
+          needs=("session cookie",)),
     Check("thumbnail size", check_thumb_size,
-          "set thumb_default_size to OMERO's omero.client.browser.thumb_default_size"),
+          "set thumb_default_size to OMERO's omero.client.browser.thumb_default_size", needs=("session cookie",)),
     Check("thumbnail batch", check_thumbnails_batch,
-          "set thumbnails_batch to OMERO.web's omero.web.thumbnails_batch"),
+          "set thumbnails_batch to OMERO.web's omero.web.thumbnails_batch", needs=("session cookie",)),
     Check("clock", check_clock, "synchronise the clocks of this host and OMERO.web (NTP)"),
 )
+
+
+PAST = {"fail": "failed", "skip": "skipped"}
 
 
 @dataclass(frozen=True)
@@ -406,10 +405,14 @@ class Row:
 def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[Row]:
     """Every check in order; an unreachable server fails the check that asked, never the command."""
     probe = Probe(settings)
-    rows = []
+    rows: list[Row] = []
     try:
         for check in checks:
+            done = {r.name: r.status for r in rows}
+            blocked = [f"{name} ({PAST[done[name]]})" for name in check.needs if done.get(name) != "pass"]
             try:
+                if blocked:
+                    raise Needs(f"needs {', '.join(blocked)}")
                 result = check.run(probe)
             except Needs as exc:
                 result = skipped(str(exc))
