@@ -9,10 +9,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import redis
 
 from edge.doctor import CHECKS
 from tests.helpers import RedisServer, Sim, start_sim
@@ -28,8 +30,6 @@ SAFE_CONFIG = {"maxmemory": "64mb", "maxmemory-policy": "volatile-lru", "save": 
 @pytest.fixture(scope="module")
 def doctor_redis() -> Iterator[RedisServer]:
     server = RedisServer()
-    import redis
-
     client = redis.Redis(port=server.port)
     for name, value in SAFE_CONFIG.items():
         client.config_set(name, value)
@@ -98,60 +98,67 @@ def _not_a_directory() -> str:
     return os.path.join(path, "cache")
 
 
-# (id, options to change, EDGE_* variables, Redis CONFIG to set for the run, the check that fails, its detail)
+@dataclass(frozen=True)
+class Broken:
+    """One setting broken: the options it changes (from the good site's), EDGE_* variables, Redis CONFIG set
+    for the run, and the check that must fail with `detail` in its row."""
+    id: str
+    check: str
+    detail: str
+    options: Callable[[dict[str, str]], dict[str, str]] = lambda site: {}
+    env: dict[str, str] = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
+
+
 BROKEN = [
-    ("backend-closed", lambda s: {"--backend": f"http://{_closed()}"}, {}, {}, "omero.web", "ConnectError"),
-    ("backend-not-omero", lambda s: {"--backend": s["--ms"]}, {}, {}, "omero.web", "not OMERO.web's API root"),
-    ("session-cookie", lambda s: {}, {"EDGE_SESSION_COOKIE": "sessionid_idr"}, {}, "session cookie",
-     "OMERO.web sets sessionid; session_cookie is 'sessionid_idr'"),
-    ("public-session-path", lambda s: {}, {"EDGE_PUBLIC_SESSION_PATH": "/webclient/login/"}, {}, "public session",
-     "answered 200 but set no session cookie"),
-    ("public-session-404", lambda s: {}, {"EDGE_PUBLIC_SESSION_PATH": "/no/such/view/"}, {}, "public session",
-     "answered 404"),
-    ("session-redis-db", lambda s: {"--session-redis": s["--session-redis"].rsplit("/", 1)[0] + "/7"}, {}, {},
-     "session redis", "has no :1:django.contrib.sessions.cache"),
-    ("session-redis-closed", lambda s: {"--session-redis": f"redis://{_closed()}/1"}, {}, {}, "session redis",
-     "ConnectionError"),
-    ("l2-closed", lambda s: {"--redis": f"redis://{_closed()}/0"}, {}, {}, "l2 redis", "ConnectionError"),
-    ("l2-allkeys-lru", lambda s: {}, {}, {"maxmemory-policy": "allkeys-lru"}, "l2 eviction",
-     "maxmemory-policy allkeys-lru: may evict the purge state"),
-    ("l2-noeviction", lambda s: {}, {}, {"maxmemory-policy": "noeviction"}, "l2 eviction", "refuses every cache write"),
-    ("l2-unbounded", lambda s: {}, {}, {"maxmemory": "0"}, "l2 eviction", "maxmemory 0"),
-    ("l2-no-persistence", lambda s: {}, {}, {"save": ""}, "l2 persistence", "no AOF and no RDB snapshots"),
-    ("cache-dir-unwritable", lambda s: {"--cache-dir": _not_a_directory()}, {}, {}, "cache dir", "is not a directory"),
-    ("disk-size", lambda s: {}, {"EDGE_DISK_SIZE": str(2**60)}, {}, "cache dir", "disk_size 1.0 EiB >"),
-    ("ms-closed", lambda s: {"--ms": f"http://{_closed()}"}, {}, {}, "microservice", "ConnectError"),
-    ("ms-wrong-path", lambda s: {"--ms": s["--backend"] + "/nowhere"}, {}, {}, "microservice", "answered 404"),
-    ("thumb-size", lambda s: {}, {"EDGE_THUMB_DEFAULT_SIZE": "64"}, {}, "thumbnail size",
-     "is 96 px; thumb_default_size is 64"),
-    ("batch-smaller", lambda s: {}, {"EDGE_THUMBNAILS_BATCH": "40"}, {}, "thumbnail batch",
-     "OMERO.web answered 41 ids: its omero.web.thumbnails_batch is above 40"),
-    ("batch-larger", lambda s: {}, {"EDGE_THUMBNAILS_BATCH": "60"}, {}, "thumbnail batch",
-     "omero.web.thumbnails_batch is 50; thumbnails_batch is 60"),
+    Broken("backend-closed", "omero.web", "ConnectError", lambda s: {"--backend": f"http://{_closed()}"}),
+    Broken("backend-not-omero", "omero.web", "not OMERO.web's API root", lambda s: {"--backend": s["--ms"]}),
+    Broken("session-cookie", "session cookie", "OMERO.web sets sessionid; session_cookie is 'sessionid_idr'",
+           env={"EDGE_SESSION_COOKIE": "sessionid_idr"}),
+    Broken("public-session-path", "public session", "answered 200 but set no session cookie",
+           env={"EDGE_PUBLIC_SESSION_PATH": "/webclient/login/"}),
+    Broken("public-session-404", "public session", "answered 404", env={"EDGE_PUBLIC_SESSION_PATH": "/no/such/view/"}),
+    Broken("session-redis-db", "session redis", "has no :1:django.contrib.sessions.cache",
+           lambda s: {"--session-redis": s["--session-redis"].rsplit("/", 1)[0] + "/7"}),
+    Broken("session-redis-closed", "session redis", "ConnectionError",
+           lambda s: {"--session-redis": f"redis://{_closed()}/1"}),
+    Broken("l2-closed", "l2 redis", "ConnectionError", lambda s: {"--redis": f"redis://{_closed()}/0"}),
+    Broken("l2-allkeys-lru", "l2 eviction", "maxmemory-policy allkeys-lru: may evict the purge state",
+           config={"maxmemory-policy": "allkeys-lru"}),
+    Broken("l2-noeviction", "l2 eviction", "refuses every cache write", config={"maxmemory-policy": "noeviction"}),
+    Broken("l2-unbounded", "l2 eviction", "maxmemory 0", config={"maxmemory": "0"}),
+    Broken("l2-no-persistence", "l2 persistence", "no AOF and no RDB snapshots", config={"save": ""}),
+    Broken("cache-dir-unwritable", "cache dir", "is not a directory", lambda s: {"--cache-dir": _not_a_directory()}),
+    Broken("disk-size", "cache dir", "disk_size 1.0 EiB >", env={"EDGE_DISK_SIZE": str(2**60)}),
+    Broken("ms-closed", "microservice", "ConnectError", lambda s: {"--ms": f"http://{_closed()}"}),
+    Broken("ms-wrong-path", "microservice", "answered 404", lambda s: {"--ms": s["--backend"] + "/nowhere"}),
+    Broken("thumb-size", "thumbnail size", "is 96 px; thumb_default_size is 64", env={"EDGE_THUMB_DEFAULT_SIZE": "64"}),
+    Broken("batch-smaller", "thumbnail batch", "OMERO.web answered 41 ids: its omero.web.thumbnails_batch is above 40",
+           env={"EDGE_THUMBNAILS_BATCH": "40"}),
+    Broken("batch-larger", "thumbnail batch", "omero.web.thumbnails_batch is 50; thumbnails_batch is 60",
+           env={"EDGE_THUMBNAILS_BATCH": "60"}),
 ]
 
 
-@pytest.mark.parametrize("change, env, config, check, detail", [case[1:] for case in BROKEN],
-                         ids=[case[0] for case in BROKEN])
-def test_each_broken_setting_fails_its_check(site, doctor_redis, change, env, config, check, detail) -> None:
-    import redis
-
+@pytest.mark.parametrize("case", BROKEN, ids=[case.id for case in BROKEN])
+def test_each_broken_setting_fails_its_check(site: dict[str, str], doctor_redis: RedisServer, case: Broken) -> None:
     client = redis.Redis(port=doctor_redis.port)
-    before = client.config_get(*config) if config else {}
+    before = client.config_get(*case.config) if case.config else {}
     try:
-        for name, value in config.items():
+        for name, value in case.config.items():
             client.config_set(name, value)
-        code, rows = results({**site, **change(site)}, env)
+        code, rows = results({**site, **case.options(site)}, case.env)
     finally:
         for name, value in before.items():
             client.config_set(name, value)
         client.close()
     assert code == 1
-    assert rows[check]["status"] == "fail", rows[check]
-    assert detail in rows[check]["detail"]
-    assert rows[check]["fix"] == FIXES[check]
-    failing = {name for name, row in rows.items() if row["status"] == "fail"}
-    assert failing == {check}, {name: rows[name]["detail"] for name in failing}
+    row = rows[case.check]
+    assert row["status"] == "fail", row
+    assert case.detail in row["detail"]
+    assert row["fix"] == FIXES[case.check]
+    failing = {name for name, r in rows.items() if r["status"] == "fail"}
+    assert failing == {case.check}, {name: rows[name]["detail"] for name in failing}
 
 
 def test_the_table_shows_the_fix_under_each_failure(site: dict[str, str]) -> None:
