@@ -225,3 +225,16 @@ def test_clock_skew_fails_by_how_much() -> None:
     assert rows["clock"]["detail"].startswith("the backend's clock is 9")  # 89–91 s, by rounding
     assert "behind this host's (over 5 s)" in rows["clock"]["detail"]
     assert rows["clock"]["fix"] == FIXES["clock"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"--backend": "omero.example.org"}, "edge: error: backend must be http(s)://host[:port] URLs"),
+    ({"--redis": "http://127.0.0.1:6379"}, "edge: error: redis_url must be a redis:// URL"),
+    ({"--access": "everyone"}, "invalid choice: 'everyone'"),
+], ids=["backend-url", "redis-url", "access"])
+def test_bad_settings_are_a_usage_error(options: dict[str, str], message: str) -> None:
+    done = doctor(options)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
