@@ -88,6 +88,9 @@ class Probe:
 
     def close(self) -> None:
         self.http.close()
+        l2, _ = self._memo.get("l2", (None, None))
+        if isinstance(l2, redis.Redis):
+            l2.close()
 
     def once(self, name: str, get: Callable[[], T]) -> T:
         """`get()` the first time; later calls give its value, or raise its exception again."""

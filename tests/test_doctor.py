@@ -88,6 +88,16 @@ def test_without_optional_servers_their_checks_skip(doctor_sim: Sim) -> None:
     assert rows["microservice"]["detail"].startswith("no ms")
 
 
+def test_every_backend_is_checked(site: dict[str, str], doctor_sim: Sim) -> None:
+    closed = f"http://{_closed()}"
+    others = {k: v for k, v in site.items() if k != "--backend"}
+    code, rows = results(others, {"EDGE_BACKEND": f"{doctor_sim.url},{closed}"})
+    assert code == 1
+    assert rows["omero.web"]["status"] == "fail"
+    assert rows["omero.web"]["detail"].startswith(f"ConnectError {closed}/api/")
+    assert rows["public session"]["status"] == "skip"  # the first backend answers, but the check needs them all
+
+
 def _closed() -> str:
     return f"127.0.0.1:{free_port()}"
 
