@@ -33,6 +33,8 @@ CSRF_COOKIE = "csrftoken"  # Django's CSRF_COOKIE_NAME, set beside the session o
 # An id no OMERO holds: a batch of them costs OMERO.web its size check and nothing else (gw/views.py:1690-1695).
 ABSENT_ID = 9_000_000_000_000_000_000
 T = TypeVar("T")
+# What a server that is down, or a URL the settings spell wrong, raises: the check that asked fails.
+UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL, RedisError, OSError)
 _MAX_BATCH = re.compile(r"Max (\d+) thumbnails at a time")
 
 # maxmemory-policy → why it is (un)safe for the L2 tier. Every cache entry, fill lock and fill result the edge
@@ -97,7 +99,7 @@ class Probe:
         if name not in self._memo:
             try:
                 self._memo[name] = (get(), None)
-            except (httpx.HTTPError, RedisError, OSError, Needs) as exc:
+            except (*UNREACHABLE, Needs) as exc:
                 self._memo[name] = (None, exc)
         value, exc = self._memo[name]
         if exc is not None:
@@ -109,7 +111,7 @@ class Probe:
         """What another check got first: if that failed, this check is skipped (that one reports it)."""
         try:
             return get()
-        except (httpx.HTTPError, RedisError, OSError):
+        except UNREACHABLE:
             raise Needs(f"needs {check} (failed)") from None
 
     @property
@@ -197,6 +199,8 @@ def check_omero_web(p: Probe) -> Result:
 
 def check_public_session(p: Probe) -> Result:
     """OMERO.web gives an anonymous request inside omero.web.public.url_filter a new session (Set-Cookie)."""
+    if not p.settings.public_session_path.startswith("/"):
+        return failed(f"public_session_path {p.settings.public_session_path!r} is not a URL path (/…)")
     r = p.public_answer()
     others = sorted(set(p.set_cookies()) - {CSRF_COOKIE})
     if r.status_code != 200:
@@ -421,7 +425,7 @@ def run_checks(settings: Settings, checks: tuple[Check, ...] = CHECKS) -> list[R
                 result = skipped(str(exc))
             except httpx.HTTPError as exc:
                 result = failed(f"{type(exc).__name__} {safe_url(str(exc.request.url))}: {exc or 'no answer'}")
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE as exc:
                 result = failed(f"{type(exc).__name__}: {exc}")
             rows.append(Row(check.name, result.status, result.detail, check.fix if result.status == "fail" else ""))
     finally:

@@ -128,6 +128,7 @@ BROKEN = [
     Broken("public-session-path", "public session", "answered 200 but set no session cookie",
            env={"EDGE_PUBLIC_SESSION_PATH": "/webclient/login/"}),
     Broken("public-session-404", "public session", "answered 404", env={"EDGE_PUBLIC_SESSION_PATH": "/no/such/view/"}),
+    Broken("public-session-not-a-path", "public session", "'api/v0/' is not a URL path", env={"EDGE_PUBLIC_SESSION_PATH": "api/v0/"}),
     Broken("session-redis-db", "session redis", "has no :1:django.contrib.sessions.cache",
            lambda s: {"--session-redis": s["--session-redis"].rsplit("/", 1)[0] + "/7"}),
     Broken("session-redis-closed", "session redis", "ConnectionError",
