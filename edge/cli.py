@@ -189,6 +189,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import as_dicts, render, run_checks
+
+    rows = run_checks(_load(args))
+    print(json.dumps(as_dicts(rows), indent=1) if args.json else render(rows))
+    return 1 if any(r.status == "fail" for r in rows) else 0
+
+
 def markdown_table(settings: Settings) -> str:
     """The README's settings table (a test keeps the README equal to it)."""
     rows = ["| setting (`EDGE_…` variable) | default | meaning |", "|---|---|---|"]
@@ -240,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("doctor", help="check the settings against OMERO.web, the microservice, Redis and the disk",
+                       description="Exit status 0 when every check passes or is skipped, 1 when one fails.",
+                       epilog=EPILOG)
+    _settings_options(p)
+    p.add_argument("--json", action="store_true", help="the results as JSON")
+    p.set_defaults(func=cmd_doctor)
 
     nginxconf.add_parser(sub)
     return parser
