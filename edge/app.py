@@ -118,7 +118,8 @@ class Edge:
         if self.prefetch is not None:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
-        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
+        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m,
+                                         self.delivery.warm_seen))
         self.started = True
 
     async def shutdown(self) -> None:
