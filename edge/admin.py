@@ -125,5 +125,5 @@ def admin_app(edge: Shown) -> Starlette:
         Route("/_edge/metrics", metrics),
         Route("/_edge/purge", purge, methods=["POST"]),
         Route("/_edge/purges", purges),
-        *statuspage.routes(edge), *pages.routes(edge.settings.thumbnails_batch),
+        *statuspage.routes(edge), *pages.routes(edge.settings),
     ])

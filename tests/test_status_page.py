@@ -117,6 +117,8 @@ def test_demo_page_shows_each_answer_and_the_backend_work(launcher: Launcher, si
     grid = httpx.get(f"{sim.url}/webgateway/plate/{plate['id']}/0/", timeout=10).json()["grid"]
     wells = sum(1 for row in grid for cell in row if cell)
     batches = -(-wells // sim.info["thumbnails_batch"])
+    refused = edge.get("/_edge/demo?backend=http://127.0.0.2:1")  # it would load that origin's scripts
+    assert refused.status_code == 400 and "one of this edge's backends" in refused.text
     page = Page(launcher, tmp_path / "profile")
     page.open(f"{edge.url}/_edge/demo?backend={sim.url}")
     page.wait("document.body.dataset.ready")
@@ -127,6 +129,7 @@ def test_demo_page_shows_each_answer_and_the_backend_work(launcher: Launcher, si
         count = int(page.wait("(document.querySelector('#count') || {}).textContent"))
         answers = page.js("[...document.querySelectorAll('#requests td.answer')].map(td => td.textContent)")
         assert count == len(answers) == 1 + batches
+        assert page.text("#requests tr.request td:nth-child(2)") == "plate grid"  # listed as they arrive
         return answers, int(page.text("#upstream"))
 
     answers, upstream = load()
