@@ -148,11 +148,10 @@ async def snapshot(edge: Shown) -> dict:
 def _size(n: int | None) -> str:
     if n is None:
         return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
+    if n < 1024:
+        return f"{n} B"
+    power = min(3, (int(n).bit_length() - 1) // 10)
+    return f"{n / 1024 ** power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
 
 
 def _ratio(r: float | None) -> str:
@@ -163,8 +162,8 @@ def _plain(v: object) -> str:
     return "–" if v is None else str(v)
 
 
-# Each table: (section title, rows of the snapshot, [(column, field, format)]); the state column
-# gets a class so "down" and "open" stand out.
+# Each table: (section id, title, its rows in the snapshot, [(column, field, format)]); the state and
+# breaker cells get a class so "down" and "open" stand out.
 Column = tuple[str, str, Callable[[object], str]]
 TABLES: list[tuple[str, str, Callable[[dict], Iterable[dict]], list[Column]]] = [
     ("tiers", "Tiers", lambda s: s["tiers"], [
