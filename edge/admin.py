@@ -1,4 +1,4 @@
-"""`/_edge/*`: health, metrics and purge (Starlette; never on the hot path)."""
+"""`/_edge/*`: health, metrics, purge, the status page and the demo page (Starlette; never on the hot path)."""
 from __future__ import annotations
 
 import hmac
@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import pages, statuspage
+from .activity import WarmActivity
 from .kinds import ALL, KINDS, tag
 from .metrics import Metrics
 from .protocol import WARM_HEADER
@@ -62,20 +64,12 @@ class Shown:
     upstreams: list[Upstream]
     registry: PurgeRegistry
     metrics: Metrics
+    warm: WarmActivity | None = None  # warm-mode requests seen (the status page's warm runs)
 
 
 def admin_app(edge: Shown) -> Starlette:
     async def health(request: Request) -> Response:
-        tiers = {"memory": edge.memory is not None}
-        if edge.disk is not None:
-            tiers["disk"] = edge.disk.up
-        if edge.redis is not None:
-            tiers["redis"] = await edge.redis.ping()
-        upstreams = {pool.name: pool.breaker.state for pool in edge.upstreams}
-        ok = all(tiers.values()) and all(state == "closed" for state in upstreams.values())
-        purges = {"seq": edge.registry.epoch(), "tags": len(edge.registry.purged)}
-        return JSONResponse({"status": "ok" if ok else "degraded", "tiers": tiers, "upstreams": upstreams,
-                             "access": edge.settings.access, "purges": purges})
+        return JSONResponse(await statuspage.health(edge))
 
     async def metrics(request: Request) -> Response:
         m = edge.metrics
@@ -131,4 +125,5 @@ def admin_app(edge: Shown) -> Starlette:
         Route("/_edge/metrics", metrics),
         Route("/_edge/purge", purge, methods=["POST"]),
         Route("/_edge/purges", purges),
+        *statuspage.routes(edge), *pages.routes(edge.settings),
     ])

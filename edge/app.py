@@ -121,7 +121,8 @@ class Edge:
         if self.prefetch is not None:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
-        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
+        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m,
+                                     self.delivery.warm_seen))
         if s.access_log:
             self.access_log = AccessLog(s.access_log, s.access_log_format, self.clock)
             self.access_log.open()

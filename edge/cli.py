@@ -107,6 +107,8 @@ omero-edge demo is running (Ctrl-C stops it):
   plate browser through the edge   http://127.0.0.1:{edge_port}/
   the same, straight from OMERO    http://127.0.0.1:{sim_port}/   (simulated OMERO.web, {args.scale} data set)
   edge health / metrics            http://127.0.0.1:{edge_port}/_edge/health   /_edge/metrics
+  the edge's status page           http://127.0.0.1:{edge_port}/_edge/
+  each request's answer, live      http://127.0.0.1:{edge_port}/_edge/demo?backend=http://127.0.0.1:{sim_port}
   try: curl -sI http://127.0.0.1:{edge_port}/webgateway/render_thumbnail/1000001/ | grep -i x-edge
 """, flush=True)
         while sim.poll() is None and edge.poll() is None:
