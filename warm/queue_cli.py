@@ -74,6 +74,12 @@ def add_status_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="with --queue: the status as JSON")
 
 
+def failed(exc: Exception) -> int:
+    """One line; an unknown run is a usage error (2, as `warm status RUN` of the journal), the rest fatal (1)."""
+    print(f"warm: error: {exc.args[0] if isinstance(exc, NoRun) else exc}", file=sys.stderr)
+    return 2 if isinstance(exc, NoRun) else 1
+
+
 # --- enqueue ------------------------------------------------------------------------------------------
 async def enqueue(run, source, api) -> int:
     """Plan `run` (a cli.Run) and append its items in batches; items the planning settled count as done."""
@@ -82,7 +88,8 @@ async def enqueue(run, source, api) -> int:
     early: list[tuple[Item, Outcome]] = []
     try:
         run_id = await q.create(RunOptions(run.edge, run.host, a.jobs, a.rate, a.retries, a.timeout,
-                                           run.refresh_before, a.max_deliveries, scrub(run.argv)))
+                                           run.refresh_before, a.max_deliveries,
+                                           [safe_url(arg) for arg in scrub(run.argv)]))
         feeder = Feeder(source, api, run.planner, run.counters, record=lambda item, outcome, *_: early.append(
             (item, outcome)), refresh=bool(run.refresh_before), limit=a.limit)
         refs = await run.refs(source, feeder)
@@ -141,8 +148,7 @@ def worker_main(args: argparse.Namespace) -> int:
         try:
             await worker.run()
         except (QueueDown, Fatal, NoRun) as exc:
-            print(f"warm: error: {exc.args[0] if isinstance(exc, NoRun) else exc}", file=sys.stderr)
-            return 1
+            return failed(exc)
         finally:
             await q.close()
         return 0
@@ -167,8 +173,7 @@ def status_main(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(read())
     except (QueueDown, NoRun) as exc:
-        print(f"warm: error: {exc.args[0] if isinstance(exc, NoRun) else exc}", file=sys.stderr)
-        return 1
+        return failed(exc)
     print(json.dumps(status, indent=1) if args.json else "\n".join(status_lines(status)))
     return 0
 
