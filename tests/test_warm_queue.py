@@ -176,12 +176,37 @@ def test_sigterm_finishes_the_items_in_flight(queue_sim: Sim, queue, procs, edge
     assert s["state"] == "queued" and s["pending"] == 0 and 5 <= s["done"] < s["total"], s
 
 
+def test_follow_waits_for_new_runs_and_a_stalled_planner_is_left(queue_sim: Sim, queue, procs, edge_for, tmp_path):
+    """--follow: a worker started before any run warms the runs enqueued later. A run whose planner stopped
+    long ago (its host died mid-planning: state still `planning`) is drained, then left as `stalled`."""
+    edge = edge_for(3)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in queue_sim.plate_images(0, 10)))
+    follower = worker(procs, queue, "f1", "--follow", "--poll", "0.2")
+    run = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", BATCH)
+    wait_until(lambda: status(queue, run)["state"] == "done", timeout=30)
+    assert follower.alive()
+    follower.popen.send_signal(signal.SIGTERM)
+    assert follower.popen.wait(30) == 0, follower.log()
+    assert status(queue, run)["workers"]["f1"]["ok"] + status(queue, run)["workers"]["f1"]["skip"] == 2
+
+    stalled = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", "2",
+                      "--refresh")
+    redis.Redis.from_url(queue).hset(f"warm:{{{stalled}}}:meta", mapping={"state": "planning", "beat": 0})
+    w = worker(procs, queue, "f2", "--run", stalled)
+    assert w.popen.wait(30) == 0, w.log()
+    assert "stopped planning" in w.log()
+    s = status(queue, stalled)
+    assert (s["state"], s["done"], s["ok"]) == ("stalled", 5, 5), s
+
+
 def test_bad_input_and_redis_down_are_one_line_errors(queue):
     down = f"redis://127.0.0.1:{free_port()}/0"
     cases = [(("worker", "--queue", "http://127.0.0.1:1"), 2, "--queue must be a redis:// URL"),
              (("worker", "--queue", queue, "--jobs", "0"), 2, "--jobs must be positive"),
              (("thumbnails", "--all", "--queue", queue, "--direct"), 2, "do not combine"),
              (("status", "--queue", queue, "nosuchrun"), 2, "no run"),
+             (("worker", "--queue", queue, "--progress-interval", "-1"), 2, "must not be negative"),
              (("worker", "--queue", down, "--redis-patience", "1"), 1, "cannot reach the queue's Redis")]
     for argv, code, message in cases:
         done = warm(*argv)

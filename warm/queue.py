@@ -13,7 +13,8 @@ Keys, all in one cluster slot per run (the `{run}` hash tag):
   warm:runs                 sorted set: run id → created (Unix seconds)
   warm:{RUN}:meta           hash: options (JSON: edge, host, jobs, rate, retries, timeout, refresh_before,
                             max_deliveries, argv; never the token), created, state (planning | queued),
-                            total, done, ok, skip, fail, early (items recorded while planning), started
+                            beat (the planner's last batch), total, done, ok, skip, fail, early (items
+                            recorded while planning), started
                             (a worker's first read), last (the last acknowledgement), reclaimed, duplicates
   warm:{RUN}:items          the stream of items; group `workers`
   warm:{RUN}:failed         stream of failure records (JSON: url, kind, obj, status, reason, attempts, worker)
@@ -44,6 +45,8 @@ from .model import FAIL, OK, SKIP, Item, Outcome
 RUNS = "warm:runs"
 GROUP = "workers"
 ENQUEUE_BATCH = 500  # XADDs per pipelined transaction
+FLUSH_SECONDS = 2.0  # …or fewer, when planning has been this long without a batch (its heartbeat)
+STALLED = 300.0  # seconds without a planning batch after which a run still "planning" counts as abandoned
 STATES = (OK, SKIP, FAIL)
 T = TypeVar("T")
 
@@ -63,6 +66,15 @@ redis.call('HSETNX', KEYS[2], 'started', ARGV[2])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) > 1 then redis.call('HINCRBY', KEYS[2], 'duplicates', 1) end
 return 1
 """
+
+
+def run_state(meta: dict, now: float) -> str:
+    """done (planned, every item acknowledged) | queued | planning | stalled (the planner stopped sending
+    batches long ago and every item it sent is acknowledged: its host died; workers leave such a run)."""
+    settled = int(meta.get("done") or 0) >= int(meta.get("total") or 0)
+    if meta.get("state") == "queued":
+        return "done" if settled else "queued"
+    return "stalled" if settled and now - float(meta.get("beat") or 0) > STALLED else "planning"
 
 
 class QueueDown(Exception):
@@ -90,10 +102,17 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    run: str
+    """A run's keys (see the module's docstring)."""
 
-    def __getattr__(self, part: str) -> str:  # meta, items, failed, workers, starts
-        return f"warm:{{{self.run}}}:{part}"
+    meta: str
+    items: str
+    failed: str
+    workers: str
+    starts: str
+
+    def __init__(self, run: str) -> None:
+        for part in Keys.__slots__:
+            object.__setattr__(self, part, f"warm:{{{run}}}:{part}")
 
 
 def encode(item: Item) -> str:
@@ -154,7 +173,8 @@ class WarmQueue:
 
         async def op() -> None:
             async with self.redis.pipeline(transaction=True) as p:
-                p.hset(k.meta, mapping={"options": json.dumps(asdict(options)), "created": now, "state": "planning",
+                p.hset(k.meta, mapping={"options": json.dumps(asdict(options)), "created": now, "beat": now,
+                                        "state": "planning",
                                         "total": 0, "done": 0, "early": 0, **{s: 0 for s in STATES}})
                 p.xgroup_create(k.items, GROUP, id="0", mkstream=True)
                 p.zadd(RUNS, {run: now})
@@ -173,6 +193,7 @@ class WarmQueue:
                 for text in batch:
                     p.xadd(k.items, {"item": text})
                 p.hincrby(k.meta, "total", len(batch))
+                p.hset(k.meta, "beat", time.time())
                 await p.execute()
         await self.call(op)
         return len(batch)
@@ -219,10 +240,11 @@ class WarmQueue:
                         else f"run {run!r} is ambiguous: {', '.join(matches)}")
         return matches[0]
 
-    async def complete(self, run: str) -> bool:
-        """Planning finished and every item acknowledged (done or failed)."""
-        meta = await self.call(lambda: self.redis.hmget(Keys(run).meta, "state", "total", "done"))
-        return meta[0] == "queued" and int(meta[2] or 0) >= int(meta[1] or 0)
+    async def state(self, run: str) -> str:
+        """`run_state` of a run: a worker works on it while it is queued or planning."""
+        names = ("state", "total", "done", "beat")
+        values = await self.call(lambda: self.redis.hmget(Keys(run).meta, *names))
+        return run_state(dict(zip(names, values)), time.time())
 
     async def read(self, run: str, worker: str, count: int, block_ms: int) -> list[tuple[str, Item]]:
         """New entries for `worker` (at most `count`, waiting up to `block_ms` for the first)."""
@@ -291,7 +313,8 @@ class WarmQueue:
                                                               *STATES)}
         pending = int(summary["pending"])
         now = time.time()
-        complete = meta.get("state") == "queued" and n["done"] >= n["total"]
+        state = run_state(meta, now)
+        complete = state in ("done", "stalled")
         started = float(meta.get("started", 0) or 0)
         end = float(meta.get("last", now)) if complete else now
         worked = n["done"] - n["early"]
@@ -305,7 +328,7 @@ class WarmQueue:
         for c in summary["consumers"]:
             workers.setdefault(c["name"], {s: 0 for s in (*STATES, "reclaimed")} | {"seen": None})
             workers[c["name"]]["pending"] = int(c["pending"])
-        return {"run": run, "state": "done" if complete else meta.get("state", "?"),
+        return {"run": run, "state": state,
                 "created": float(meta.get("created", 0)), "options": json.loads(meta.get("options", "{}")),
                 **n, "pending": pending, "waiting": max(remaining - pending, 0), "failed_total": n_failed,
                 "rate": round(rate, 2), "eta": round(remaining / rate, 1) if rate and not complete else None,

@@ -21,7 +21,7 @@ from .journal import scrub
 from .model import Fatal, Item, Outcome
 from .pipeline import Feeder
 from .progress import _duration
-from .queue import ENQUEUE_BATCH, NoRun, QueueDown, RunOptions, WarmQueue
+from .queue import ENQUEUE_BATCH, FLUSH_SECONDS, NoRun, QueueDown, RunOptions, WarmQueue
 from .worker import Worker, WorkerOptions
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -65,6 +65,8 @@ def add_worker_parser(sub: argparse._SubParsersAction) -> None:
                    help="take over items another worker has held this long without an answer (default 60)")
     w.add_argument("--follow", action="store_true", help="keep waiting for new runs instead of leaving")
     w.add_argument("--poll", type=float, default=2.0, metavar="S", help="with --follow: seconds between looks")
+    w.add_argument("--progress-interval", type=float, default=10.0, metavar="S",
+                   help="seconds between this worker's progress lines (default 10; 0: none)")
     w.add_argument("--redis-patience", type=float, default=120.0, metavar="S",
                    help="how long to wait out an unreachable Redis before giving up (default 120)")
 
@@ -105,10 +107,12 @@ async def enqueue(run, source, api) -> int:
             settled += len(early)
             early.clear()
 
+        last = time.monotonic()
         async for item in feeder.items(refs):
             batch.append(item)
-            if len(batch) >= ENQUEUE_BATCH:
+            if len(batch) >= ENQUEUE_BATCH or time.monotonic() - last > FLUSH_SECONDS:
                 await flush()
+                last = time.monotonic()
         await flush()
         await q.planned(run_id)
     finally:
@@ -127,12 +131,14 @@ def worker_main(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise QueueUsage(f"--{flag.replace('_', '-')} must be positive")
+    if args.progress_interval < 0 or args.redis_patience < 0:
+        raise QueueUsage("--progress-interval and --redis-patience must not be negative")
     if not args.token:
         raise QueueUsage("a worker warms through the edge and needs its warm token: --token or EDGE_WARM_TOKEN")
     if args.edge and urlsplit(args.edge).scheme not in ("http", "https"):
         raise QueueUsage(f"--edge must be an http(s):// URL (got {args.edge!r})")
     options = WorkerOptions(args.name, args.token, args.edge and args.edge.rstrip("/"), args.jobs, args.rate,
-                            args.idle_timeout, args.follow, args.run, args.poll)
+                            args.idle_timeout, args.follow, args.run, args.poll, args.progress_interval)
 
     async def main() -> int:
         q = WarmQueue(args.queue, args.redis_patience)

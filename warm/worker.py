@@ -20,9 +20,11 @@ import time
 from dataclasses import dataclass, field
 
 from .model import FAIL, OK, SKIP, Item, Outcome
-from .queue import QueueDown, WarmQueue
+from .queue import STALLED, QueueDown, WarmQueue
 from .runner import Runner
 from .target_edge import EdgeTarget
+
+OPEN = ("queued", "planning")  # run states with work to come
 
 
 @dataclass
@@ -36,6 +38,7 @@ class WorkerOptions:
     follow: bool = False
     only: str | None = None  # one run (id) instead of every incomplete one
     poll: float = 2.0
+    progress_interval: float = 10.0  # seconds between progress lines (0: none)
     counts: dict[str, int] = field(default_factory=lambda: {OK: 0, SKIP: 0, FAIL: 0})
 
 
@@ -70,7 +73,7 @@ class Worker:
 
     async def _next(self) -> str | None:
         for run in [await self.q.find(self.o.only)] if self.o.only else await self.q.runs():
-            if not await self.q.complete(run):
+            if await self.q.state(run) in OPEN:
                 return run
         return None
 
@@ -90,8 +93,11 @@ class Worker:
             await target.check()
             say(f"warm worker {self.o.name}: run {run}, {jobs} jobs → {edge}")
             beat = asyncio.create_task(self._beat(run))
-            next_reclaim = 0.0
+            next_reclaim, next_line = 0.0, time.monotonic() + (self.o.progress_interval or float("inf"))
             while not self.stopping.is_set():
+                if time.monotonic() >= next_line:
+                    say(self._line(run, before, started))
+                    next_line += self.o.progress_interval
                 free, got = jobs - len(self.inflight), []
                 if free and time.monotonic() >= next_reclaim:
                     got, over = await self.q.reclaim(run, self.o.name, idle_ms, free)
@@ -105,7 +111,10 @@ class Worker:
                 for entry, item in got:
                     self.inflight[asyncio.create_task(self._execute(run, runner, entry, item))] = entry
                 if not self.inflight:
-                    if not got and await self.q.complete(run):
+                    if not got and (state := await self.q.state(run)) not in OPEN:
+                        if state == "stalled":
+                            say(f"warm worker {self.o.name}: run {run} stopped planning over {STALLED:.0f}s ago "
+                                "and its items are done: leaving it (re-plan it to warm the rest)")
                         break
                     continue
                 timeout = None if len(self.inflight) >= jobs else 0 if got else 0.2
@@ -123,9 +132,13 @@ class Worker:
             if beat is not None:
                 beat.cancel()
             await target.close()
+        say(self._line(run, before, started) + ("" if self.stopping.is_set() else ", run complete"))
+
+    def _line(self, run: str, before: dict[str, int], started: float) -> str:
         c = {s: self.o.counts[s] - before[s] for s in self.o.counts}
-        say(f"warm worker {self.o.name}: run {run}: ok {c[OK]}  skip {c[SKIP]}  fail {c[FAIL]} here in "
-            f"{time.monotonic() - started:.1f}s{'' if self.stopping.is_set() else ', run complete'}")
+        elapsed = time.monotonic() - started
+        return (f"warm worker {self.o.name}: run {run}: ok {c[OK]}  skip {c[SKIP]}  fail {c[FAIL]} here in "
+                f"{elapsed:.1f}s, {sum(c.values()) / max(elapsed, 1e-9):.1f} items/s")
 
     async def _execute(self, run: str, runner: Runner, entry: str, item: Item) -> None:
         await self.q.started(run, entry)
