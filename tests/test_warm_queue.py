@@ -14,7 +14,7 @@ import redis
 
 from tests.helpers import script, wait_until
 from tests.helpers.launch import EdgeProc, Sim, start_sim
-from tests.helpers.procs import Proc, RedisServer, free_port
+from tests.helpers.procs import Proc, RedisServer, find_binary, free_port
 from tests.helpers.warm import TOKEN, batch_hits, public_image_ids, start_edge, warm
 
 pytestmark = pytest.mark.process
@@ -198,6 +198,39 @@ def test_follow_waits_for_new_runs_and_a_stalled_planner_is_left(queue_sim: Sim,
     assert "stopped planning" in w.log()
     s = status(queue, stalled)
     assert (s["state"], s["done"], s["ok"]) == ("stalled", 5, 5), s
+
+
+def durable_redis(port: int, directory: str) -> Proc:
+    """A redis-server that keeps what it acknowledged across a SIGKILL (append-only file, fsync always)."""
+    return Proc.up([find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "yes", "--appendfsync", "always", "--dir", directory], name="redis-aof",
+                   ports=[port])
+
+
+def test_a_worker_waits_out_a_redis_restart(queue_sim: Sim, procs, edge_for, tmp_path):
+    """The queue's Redis dies mid-run and comes back: the worker says so, waits, and the run completes
+    with every item acknowledged once."""
+    edge = edge_for(3)
+    port = free_port()
+    first = durable_redis(port, str(tmp_path))
+    procs.append(first)
+    queue = f"redis://127.0.0.1:{port}/0"
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in queue_sim.plate_images(1, 60)))
+    run = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", "2", "--refresh")
+    total = status(queue, run)["total"]
+    assert total == 30
+    w = worker(procs, queue, "w4", "--rate", "10", "--redis-patience", "30", "--idle-timeout", "2")
+    r = redis.Redis.from_url(queue, decode_responses=True)
+    wait_until(lambda: int(r.hget(f"warm:{{{run}}}:workers", "w4:ok") or 0) >= 5, timeout=30)
+    first.kill()
+    time.sleep(1.5)
+    procs.append(durable_redis(port, str(tmp_path)))
+    assert w.popen.wait(60) == 0, w.log()
+    log = w.log()
+    assert "is unreachable" in log and "answers again" in log and "run complete" in log, log
+    s = status(queue, run)
+    assert (s["state"], s["done"], s["total"], s["fail"]) == ("done", total, total, 0), s
 
 
 def test_bad_input_and_redis_down_are_one_line_errors(queue):

@@ -142,24 +142,26 @@ class WarmQueue:
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
         self._complete = self.redis.register_script(_COMPLETE)
         self._start = self.redis.register_script(_START)
+        self.down = False  # said that Redis is unreachable (once for every call waiting on it)
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
-        deadline, pause, told = time.monotonic() + self.patience, 0.5, False
+        deadline, pause = time.monotonic() + self.patience, 0.5
         while True:
             try:
                 result = await op()
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
                 if time.monotonic() + pause > deadline:
                     raise QueueDown(f"cannot reach the queue's Redis at {safe_url(self.url)}: {exc}") from None
-                if not told:
+                if not self.down:
                     self.say(f"warm: the queue's Redis at {safe_url(self.url)} is unreachable ({exc}); "
                              f"retrying for up to {self.patience:.0f}s")
-                    told = True
+                    self.down = True
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)
                 continue
-            if told:
+            if self.down:
                 self.say(f"warm: the queue's Redis at {safe_url(self.url)} answers again")
+                self.down = False
             return result
 
     async def close(self) -> None:
@@ -198,18 +200,21 @@ class WarmQueue:
         await self.call(op)
         return len(batch)
 
-    async def record_early(self, run: str, item: Item, outcome: Outcome) -> None:
-        """An item the planning itself settled (a grid read while listing, a listing that failed): counted
-        in the run as done without a stream entry; a failure is recorded like a worker's."""
+    async def record_early(self, run: str, records: list[tuple[Item, Outcome]]) -> None:
+        """Items the planning itself settled (a grid read while listing, a listing that failed): counted in
+        the run as done without a stream entry; a failure is recorded like a worker's."""
         k = Keys(run)
+        if not records:
+            return
 
         async def op() -> None:
             async with self.redis.pipeline(transaction=True) as p:
-                for name in ("total", "done", "early", outcome.state):
-                    p.hincrby(k.meta, name, 1)
-                p.hincrby(k.workers, f"planner:{outcome.state}", 1)
-                if outcome.state == FAIL:
-                    p.xadd(k.failed, {"entry": "", "record": failure(item, outcome, 1, "planner")})
+                for item, outcome in records:
+                    for name in ("total", "done", "early", outcome.state):
+                        p.hincrby(k.meta, name, 1)
+                    p.hincrby(k.workers, f"planner:{outcome.state}", 1)
+                    if outcome.state == FAIL:
+                        p.xadd(k.failed, {"entry": "", "record": failure(item, outcome, 1, "planner")})
                 await p.execute()
         await self.call(op)
 

@@ -102,8 +102,7 @@ async def enqueue(run, source, api) -> int:
             nonlocal queued, settled
             queued += await q.add(run_id, batch)
             batch.clear()
-            for item, outcome in early:
-                await q.record_early(run_id, item, outcome)
+            await q.record_early(run_id, early)
             settled += len(early)
             early.clear()
 
@@ -148,7 +147,10 @@ def worker_main(args: argparse.Namespace) -> int:
 
         def on_signal(sig: int) -> None:
             signals.append(sig)
-            worker.stop() if len(signals) == 1 else task.cancel()
+            if len(signals) == 1:
+                worker.stop()
+            else:
+                task.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
         try:
