@@ -163,11 +163,13 @@ def test_an_entry_whose_workers_keep_dying_is_recorded_failed(queue_sim: Sim, qu
     assert "delivered 2 times" in s["failed"][0]["reason"], s["failed"]
 
 
-def test_sigterm_finishes_the_items_in_flight(queue_sim: Sim, queue, procs, edge_for):
+def test_sigterm_finishes_the_items_in_flight(queue_sim: Sim, queue, procs, edge_for, tmp_path):
     edge = edge_for(3)
     r = redis.Redis.from_url(queue, decode_responses=True)
-    run = enqueue(queue, "thumbnails", "--all", "--edge", edge.url, "--thumbnails-batch", "2")
-    w = worker(procs, queue, "w3", "--jobs", "2")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in queue_sim.plate_images(1, 60)))
+    run = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", "2", "--refresh")
+    w = worker(procs, queue, "w3", "--jobs", "2", "--rate", "10")
     wait_until(lambda: int(r.hget(f"warm:{{{run}}}:workers", "w3:ok") or 0) >= 5, timeout=30)
     w.popen.send_signal(signal.SIGTERM)
     assert w.popen.wait(30) == 0, w.log()
@@ -184,15 +186,17 @@ def test_follow_waits_for_new_runs_and_a_stalled_planner_is_left(queue_sim: Sim,
     ids.write_text("".join(f"{i}\n" for i in queue_sim.plate_images(0, 10)))
     follower = worker(procs, queue, "f1", "--follow", "--poll", "0.2")
     run = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", BATCH)
-    wait_until(lambda: status(queue, run)["state"] == "done", timeout=30)
+    meta = redis.Redis.from_url(queue, decode_responses=True)
+    wait_until(lambda: meta.hget(f"warm:{{{run}}}:meta", "done") == "2", timeout=30)
     assert follower.alive()
     follower.popen.send_signal(signal.SIGTERM)
     assert follower.popen.wait(30) == 0, follower.log()
-    assert status(queue, run)["workers"]["f1"]["ok"] + status(queue, run)["workers"]["f1"]["skip"] == 2
+    s = status(queue, run)
+    assert s["state"] == "done" and s["workers"]["f1"]["ok"] + s["workers"]["f1"]["skip"] == 2, s
 
     stalled = enqueue(queue, "images", "--ids", str(ids), "--edge", edge.url, "--thumbnails-batch", "2",
                       "--refresh")
-    redis.Redis.from_url(queue).hset(f"warm:{{{stalled}}}:meta", mapping={"state": "planning", "beat": 0})
+    meta.hset(f"warm:{{{stalled}}}:meta", mapping={"state": "planning", "beat": 0})
     w = worker(procs, queue, "f2", "--run", stalled)
     assert w.popen.wait(30) == 0, w.log()
     assert "stopped planning" in w.log()
