@@ -16,13 +16,15 @@ Keys, all in one cluster slot per run (the `{run}` hash tag):
                             beat (the planner's last batch), total, done, ok, skip, fail, early (items
                             recorded while planning), started
                             (a worker's first read), last (the last acknowledgement), reclaimed, duplicates
-  warm:{RUN}:items          the stream of items; group `workers`
+  warm:{RUN}:items          the stream of items not yet acknowledged; group `workers`
   warm:{RUN}:failed         stream of failure records (JSON: url, kind, obj, status, reason, attempts, worker)
   warm:{RUN}:workers        hash: `<worker>:ok|skip|fail|reclaimed` counters and `<worker>:seen` (Unix seconds)
-  warm:{RUN}:starts         hash: entry id → executions started (more than one: a duplicate)
+  warm:{RUN}:starts         hash: entry id in flight → executions started (more than one: a duplicate)
 
-Acknowledging and counting happen in one Lua script, and only when `XACK` removed the entry, so the
-counters are exact even when a slow worker and the one that reclaimed its entry both finish it.
+Acknowledging and counting happen in one Lua script, and only when `XACK` removed the entry from the
+pending list, so the counters are exact even when a slow worker and the one that reclaimed its entry
+both finish it. The script also deletes the entry and its start count: Redis holds only the work not
+yet done (IDR's 2 M browsing URLs would otherwise stay there), the failures and the counters.
 """
 from __future__ import annotations
 
@@ -50,9 +52,11 @@ STALLED = 300.0  # seconds without a planning batch after which a run still "pla
 STATES = (OK, SKIP, FAIL)
 T = TypeVar("T")
 
-# KEYS: items, meta, workers, failed. ARGV: group, entry id, worker, state, now, failure record or "".
+# KEYS: items, meta, workers, failed, starts. ARGV: group, entry id, worker, state, now, failure record or "".
 _COMPLETE = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 redis.call('HINCRBY', KEYS[2], 'done', 1)
 redis.call('HSET', KEYS[2], 'last', ARGV[5])
@@ -290,7 +294,7 @@ class WarmQueue:
         """Acknowledge and count; False when another worker acknowledged the entry first (a duplicate)."""
         k = Keys(run)
         record = failure(item, outcome, attempts, worker) if outcome.state == FAIL else ""
-        return bool(await self.call(lambda: self._complete(keys=[k.items, k.meta, k.workers, k.failed],
+        return bool(await self.call(lambda: self._complete(keys=[k.items, k.meta, k.workers, k.failed, k.starts],
                                                             args=[GROUP, entry, worker, outcome.state, time.time(),
                                                                   record])))
 
