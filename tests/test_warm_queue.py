@@ -16,6 +16,8 @@ from tests.helpers import script, wait_until
 from tests.helpers.launch import EdgeProc, Sim, start_sim
 from tests.helpers.procs import Proc, RedisServer, find_binary, free_port
 from tests.helpers.warm import TOKEN, batch_hits, public_image_ids, start_edge, warm
+from warm.model import Item
+from warm.queue import decode, encode, run_state
 
 pytestmark = pytest.mark.process
 SPEED = 2.0  # get_thumbnails of 5 ids: (15 + 3 × 5) ms × 2 = 60 ms in one of the sim's 4 workers
@@ -250,3 +252,19 @@ def test_bad_input_and_redis_down_are_one_line_errors(queue):
         assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("warm: error:")
     empty = warm("worker", "--queue", queue, timeout=30)
     assert empty.returncode == 0, empty.stderr  # nothing queued: a bounded worker leaves at once
+
+
+@pytest.mark.parametrize(("meta", "state"), [
+    ({"state": "queued", "total": "5", "done": "5"}, "done"),
+    ({"state": "queued", "total": "5", "done": "4"}, "queued"),
+    ({"state": "planning", "total": "5", "done": "5", "beat": str(time.time())}, "planning"),
+    ({"state": "planning", "total": "5", "done": "4", "beat": "0"}, "planning"),  # items left: still drained
+    ({"state": "planning", "total": "5", "done": "5", "beat": "0"}, "stalled"),
+])
+def test_run_states(meta, state):
+    assert run_state(meta, time.time()) == state
+
+
+def test_an_item_survives_the_stream_as_json():
+    item = Item("/webgateway/get_thumbnails/?id=1&id=2", "thumb", "plate:7", (1, 2))
+    assert decode(encode(item)) == item
