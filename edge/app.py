@@ -26,6 +26,7 @@ from .identity import Identity, SessionResolver, joined_cookies
 from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
+from .nodemetrics import NodeMetrics
 from .origin import Origin
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
@@ -118,7 +119,11 @@ class Edge:
         if self.prefetch is not None:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
-        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
+        shown = Shown(s, memory, disk, redis, pools, self.registry, m)
+        if s.metrics_dir:
+            shown.node = NodeMetrics(s.metrics_dir, m.registry, shown.read_gauges)
+            self.background.spawn(shown.node.run())
+        self.admin = admin_app(shown)
         self.started = True
 
     async def shutdown(self) -> None:

@@ -51,6 +51,9 @@ class Settings:
                                 "(431) or the connection closed.", 64 * 1024)
     header_timeout: float = _doc("Seconds a client has to send a request's headers (slow clients are "
                                  "disconnected; granian).", 10.0)
+    metrics_dir: str = _doc("Node-local directory where the workers write their metrics for /_edge/metrics to add "
+                            "up (`edge serve` empties it at start); empty = a fresh temporary one when workers > 1 "
+                            "(docs/deploy.md, Metrics).", "")
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")

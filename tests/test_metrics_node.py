@@ -1,0 +1,124 @@
+"""Node-wide metrics (issue 16.3): `edge serve --workers 3` in front of the simulator answers every scrape
+of /_edge/metrics, whichever worker takes it, with the node's totals; counters never go backwards, not even
+when a worker dies; labels stay a bounded set."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.nodemetrics import DEAD
+from edge.status import Bypass
+from tests.helpers import Launcher, Sim
+from tests.helpers.procs import wait_until
+
+MISSES, HITS_EACH = 30, 2  # 30 distinct thumbnails fetched once, then asked twice more each: 60 hits
+SCRAPES = 10
+# Every label the edge exports, and the values it may take: none names a URL, a user or an id.
+LABELS = {
+    "tier": {"memory", "disk", "redis"}.__contains__,
+    "upstream": {"omero-web", "omero-ms"}.__contains__,
+    "status": re.compile(r"[1-5]\d\d").fullmatch,
+    "reason": {b.value for b in Bypass}.__contains__,
+    "result": {"allowed", "denied", "error", "hit", "miss", "stale"}.__contains__,
+    "source": {"operator", "write", "loading"}.__contains__,
+    "mode": {"hard", "soft"}.__contains__,
+    "kind": {"thumbnail", "tile"}.__contains__,
+    "write": re.compile(r"[a-z_]+").fullmatch,
+    "le": re.compile(r"[0-9.e+]+|\+Inf").fullmatch,
+}
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """One scrape on a fresh connection (so any worker may answer): {(sample, labels): value}."""
+    text = httpx.get(url + "/_edge/metrics", timeout=10, headers={"connection": "close"}).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+
+
+def counters(samples: dict) -> dict:
+    return {k: v for k, v in samples.items() if k[0].endswith(("_total", "_bucket", "_count", "_sum"))}
+
+
+@pytest.fixture(scope="module")
+def node(sim: Sim, tmp_path_factory: pytest.TempPathFactory):
+    """Three granian workers sharing a metrics directory (with a previous run's snapshot left in it),
+    after 30 misses and 60 hits on distinct thumbnails, each request on its own connection."""
+    metrics_dir = tmp_path_factory.mktemp("metrics")
+    left = [{"name": "edge_misses", "type": "counter", "help": "", "samples": [["edge_misses_total", {}, 1000.0]]}]
+    (metrics_dir / f"{os.getpid()}-0000.json").write_text(json.dumps(left))  # a live pid: counted unless wiped
+    launcher = Launcher(sim)
+    edge = launcher("--workers", "3", env={"EDGE_METRICS_DIR": str(metrics_dir)})
+    paths = [f"/webgateway/render_thumbnail/{i}/64/" for i in sim.plate_images(0, MISSES)]
+    sim.reset()
+    for _ in range(1 + HITS_EACH):
+        for path in paths:
+            assert httpx.get(edge.url + path, timeout=10, headers={"connection": "close"}).status_code == 200
+    yield edge, metrics_dir
+    launcher.stop_all()
+
+
+def test_every_scrape_shows_the_node_totals(node, sim: Sim):
+    edge, _ = node
+    expected = {"edge_misses_total": MISSES, "edge_hits_total": MISSES * HITS_EACH,
+                "edge_upstream_requests_total": MISSES, "edge_upstream_seconds_count": MISSES}
+    assert sim.stats()["total"]["requests"] == MISSES  # the backend saw each thumbnail once
+
+    def settled() -> dict:  # the other workers' snapshots are at most a second old
+        samples = scrape(edge.url)
+        return samples if all(total(samples, n) == v for n, v in expected.items()) else {}
+    wait_until(settled, timeout=5, message="the node's totals never showed")
+    previous: dict = {}
+    for _ in range(SCRAPES):
+        samples = scrape(edge.url)
+        assert {n: total(samples, n) for n in expected} == expected
+        assert total(samples, "edge_hits_total", tier="memory") + total(samples, "edge_hits_total", tier="disk") \
+            == MISSES * HITS_EACH
+        assert total(samples, "edge_upstream_requests_total", upstream="omero-web", status="200") == MISSES
+        assert all(samples.get(k, 0) >= v for k, v in previous.items())  # monotonic
+        previous = counters(samples)
+
+
+def test_labels_stay_a_bounded_set(node):
+    edge, _ = node
+    seen = defaultdict(set)
+    for _ in range(3):
+        for (name, labels), _value in scrape(edge.url).items():
+            for label, value in labels:
+                seen[label].add(value)
+    assert set(seen) <= set(LABELS), set(seen) - set(LABELS)
+    bad = {label: v for label, values in seen.items() for v in values if not LABELS[label](v)}
+    assert not bad
+    assert seen["tier"] == {"memory", "disk", "redis"} and seen["upstream"] == {"omero-web", "omero-ms"}
+
+
+def test_a_dead_workers_counts_stay(node):
+    """SIGKILL one worker (a child of the edge this module started): granian replaces it, and its last
+    snapshot is folded into the directory's dead-workers' totals, so no counter goes backwards."""
+    edge, metrics_dir = node
+    before = counters(scrape(edge.url))
+    snapshots = sorted(metrics_dir.glob("*-*.json"))
+    assert len(snapshots) == 3  # one per worker; the previous run's file was wiped at start
+    os.kill(int(snapshots[0].name.split("-")[0]), signal.SIGKILL)
+
+    def replaced() -> bool:  # a scrape folds the dead worker's file; its successor writes its own
+        scrape(edge.url)
+        found = list(metrics_dir.glob("*-*.json"))
+        return snapshots[0] not in found and len(found) == 3
+    wait_until(replaced, timeout=15, interval=0.5, message="the worker was not replaced")
+    for _ in range(SCRAPES):
+        after = counters(scrape(edge.url))
+        assert all(after.get(k, 0) >= v for k, v in before.items())
+        assert total(after, "edge_misses_total") == MISSES and total(after, "edge_hits_total") == MISSES * HITS_EACH
+    assert (metrics_dir / DEAD).exists()
