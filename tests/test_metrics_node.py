@@ -1,4 +1,4 @@
-"""Node-wide metrics (issue 16.3): `edge serve --workers 3` in front of the simulator answers every scrape
+"""Node-wide metrics (issue 16.3): `edge serve --workers 3` (granian, hypercorn) in front of the simulator answers every scrape
 of /_edge/metrics, whichever worker takes it, with the node's totals; counters never go backwards, not even
 when a worker dies; labels stay a bounded set."""
 from __future__ import annotations
@@ -51,15 +51,15 @@ def counters(samples: dict) -> dict:
     return {k: v for k, v in samples.items() if k[0].endswith(("_total", "_bucket", "_count", "_sum"))}
 
 
-@pytest.fixture(scope="module")
-def node(sim: Sim, tmp_path_factory: pytest.TempPathFactory):
-    """Three granian workers sharing a metrics directory (with a previous run's snapshot left in it),
-    after 30 misses and 60 hits on distinct thumbnails, each request on its own connection."""
+@pytest.fixture(scope="module", params=["granian", "hypercorn"])
+def node(request: pytest.FixtureRequest, sim: Sim, tmp_path_factory: pytest.TempPathFactory):
+    """Three workers of either server sharing a metrics directory (with a previous run's snapshot left in
+    it), after 30 misses and 60 hits on distinct thumbnails, each request on its own connection."""
     metrics_dir = tmp_path_factory.mktemp("metrics")
     left = [{"name": "edge_misses", "type": "counter", "help": "", "samples": [["edge_misses_total", {}, 1000.0]]}]
     (metrics_dir / f"{os.getpid()}-0000.json").write_text(json.dumps(left))  # a live pid: counted unless wiped
     launcher = Launcher(sim)
-    edge = launcher("--workers", "3", env={"EDGE_METRICS_DIR": str(metrics_dir)})
+    edge = launcher("--workers", "3", server=request.param, env={"EDGE_METRICS_DIR": str(metrics_dir)})
     paths = [f"/webgateway/render_thumbnail/{i}/64/" for i in sim.plate_images(0, MISSES)]
     sim.reset()
     for _ in range(1 + HITS_EACH):
@@ -70,7 +70,7 @@ def node(sim: Sim, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_scrape_shows_the_node_totals(node, sim: Sim):
-    edge, _ = node
+    edge, metrics_dir = node
     expected = {"edge_misses_total": MISSES, "edge_hits_total": MISSES * HITS_EACH,
                 "edge_upstream_requests_total": MISSES, "edge_upstream_seconds_count": MISSES}
     assert sim.stats()["total"]["requests"] == MISSES  # the backend saw each thumbnail once
@@ -79,6 +79,10 @@ def test_every_scrape_shows_the_node_totals(node, sim: Sim):
         samples = scrape(edge.url)
         return samples if all(total(samples, n) == v for n, v in expected.items()) else {}
     wait_until(settled, timeout=5, message="the node's totals never showed")
+    per_worker = [sum(s[2] for f in json.loads(p.read_text()) if f["name"] == "edge_misses" for s in f["samples"])
+                  for p in metrics_dir.glob("*-*.json")]
+    assert len(per_worker) == 3 and sum(per_worker) == MISSES
+    assert max(per_worker) < MISSES  # the requests were spread: no worker alone holds the totals
     previous: dict = {}
     for _ in range(SCRAPES):
         samples = scrape(edge.url)
@@ -103,6 +107,7 @@ def test_labels_stay_a_bounded_set(node):
     assert seen["tier"] == {"memory", "disk", "redis"} and seen["upstream"] == {"omero-web", "omero-ms"}
 
 
+@pytest.mark.parametrize("node", ["granian"], indirect=True)  # hypercorn stops every worker when one dies
 def test_a_dead_workers_counts_stay(node):
     """SIGKILL one worker (a child of the edge this module started): granian replaces it, and its last
     snapshot is folded into the directory's dead-workers' totals, so no counter goes backwards."""
