@@ -46,7 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if temporary:
         settings.metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
     if settings.metrics_dir:
-        nodemetrics.wipe(settings.metrics_dir)  # the previous run's workers are not this node's
+        try:
+            nodemetrics.wipe(settings.metrics_dir)  # the previous run's workers are not this node's
+        except OSError as exc:
+            raise ConfigError(f"metrics_dir {settings.metrics_dir}: {exc.strerror}") from None
     try:
         return _serve(settings)
     finally:

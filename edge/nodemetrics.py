@@ -161,7 +161,11 @@ class NodeMetrics:
             self.write()
 
     def render(self) -> bytes:
-        return render(self.node())
+        try:
+            return render(self.node())
+        except OSError as exc:  # the directory is gone or full: this worker's own, rather than no answer
+            log.warning("metrics directory %s unusable, answering this worker's metrics: %s", self.dir, exc)
+            return render(snapshot(self.registry))
 
     def node(self) -> Snapshot:
         """The node's families: this worker live, the others' files, the dead workers' totals. Under the

@@ -83,3 +83,12 @@ async def test_the_scraped_worker_adds_up_the_node(make_edge: MakeEdge, sim_apps
     assert json.loads((directory / DEAD).read_text())[0]["samples"] == [["edge_misses_total", {}, 100]]
     own = [p for p in directory.glob(f"{os.getpid()}-*.json") if p != live]
     assert len(own) == 1 and any(f["name"] == "edge_hits" for f in json.loads(own[0].read_text()))
+
+
+async def test_a_lost_directory_still_answers_the_workers_own(make_edge: MakeEdge, tmp_path: Path):
+    directory = tmp_path / "metrics"
+    edge = await make_edge(metrics_dir=str(directory))
+    directory.rename(tmp_path / "gone")
+    directory.write_text("not a directory any more")
+    resp = await edge.get("/_edge/metrics")
+    assert resp.status_code == 200 and ("edge_misses_total", ()) in samples(resp.text)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.nodemetrics import DEAD
 from edge.status import Bypass
 from tests.helpers import Launcher, Sim
-from tests.helpers.procs import wait_until
+from tests.helpers.procs import script, wait_until
 
 MISSES, HITS_EACH = 30, 2  # 30 distinct thumbnails fetched once, then asked twice more each: 60 hits
 SCRAPES = 10
@@ -127,3 +128,13 @@ def test_a_dead_workers_counts_stay(node):
         assert all(after.get(k, 0) >= v for k, v in before.items())
         assert total(after, "edge_misses_total") == MISSES and total(after, "edge_hits_total") == MISSES * HITS_EACH
     assert (metrics_dir / DEAD).exists()
+
+
+@pytest.mark.process
+def test_an_unusable_metrics_dir_is_one_line_and_status_2(tmp_path: Path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    out = subprocess.run([script("edge"), "serve", "--workers", "2", "--bind", "127.0.0.1:1"],
+                         env={**os.environ, "EDGE_METRICS_DIR": str(taken)}, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"edge: error: metrics_dir {taken}: File exists"]
