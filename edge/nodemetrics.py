@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -137,19 +138,21 @@ class NodeMetrics:
         self.registry, self.refresh = registry, refresh
         self.path = self.dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
         self._written = b""
+        self._writing = threading.Lock()  # the timer's thread and a scrape's: one temporary file at a time
 
     def write(self) -> Snapshot:
         """This worker's snapshot, written to its file when it changed."""
-        self.refresh()
-        snap = snapshot(self.registry)
-        data = json.dumps(snap, separators=(",", ":")).encode()
-        if data != self._written:
-            try:
-                _write(self.path, data)
-                self._written = data
-            except OSError as exc:
-                log.warning("cannot write metrics snapshot %s: %s", self.path, exc)
-        return snap
+        with self._writing:
+            self.refresh()
+            snap = snapshot(self.registry)
+            data = json.dumps(snap, separators=(",", ":")).encode()
+            if data != self._written:
+                try:
+                    _write(self.path, data)
+                    self._written = data
+                except OSError as exc:
+                    log.warning("cannot write metrics snapshot %s: %s", self.path, exc)
+            return snap
 
     async def run(self) -> None:
         """Snapshots every INTERVAL seconds until cancelled (at shutdown: one last one)."""
