@@ -1,6 +1,6 @@
-"""Node-wide metrics (issue 16.3): `edge serve --workers 3` (granian, hypercorn) in front of the simulator answers every scrape
-of /_edge/metrics, whichever worker takes it, with the node's totals; counters never go backwards, not even
-when a worker dies; labels stay a bounded set."""
+"""Node-wide metrics (issue 16.3): `edge serve --workers 3` (granian, hypercorn) in front of the simulator
+answers every scrape of /_edge/metrics, whichever worker takes it, with the node's totals; counters never go
+backwards, not even when a worker dies; labels stay a bounded set."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -156,3 +157,23 @@ def test_an_unusable_metrics_dir_is_one_line_and_status_2(tmp_path: Path):
                          env={**os.environ, "EDGE_METRICS_DIR": str(taken)}, capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"edge: error: metrics_dir {taken}: File exists"]
+
+
+def node_dirs(pid: int) -> set[Path]:
+    """The temporary metrics directories holding snapshots of the server's worker processes."""
+    workers = {c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+    return {found.parent for worker in workers
+            for found in Path(tempfile.gettempdir()).glob(f"edge-metrics-*/{worker}-*.json")}
+
+
+def test_workers_without_a_metrics_dir_get_a_temporary_one(edges: Launcher, sim: Sim):
+    """`edge serve --workers 2` alone: a fresh directory both workers write to, gone when the edge stops."""
+    edge = edges("--workers", "2")
+    (directory,) = wait_until(lambda: node_dirs(edge.proc.pid), timeout=5)
+    paths = [f"/webgateway/render_thumbnail/{i}/64/" for i in sim.plate_images(1, 6)]
+    for path in paths:
+        assert httpx.get(edge.url + path, timeout=10, headers={"connection": "close"}).status_code == 200
+    wait_until(lambda: total(scrape(edge.url), "edge_misses_total") == len(paths), timeout=5)
+    assert len(list(directory.glob("*-*.json"))) == 2
+    edges.stop_all()
+    assert not directory.exists()
