@@ -122,12 +122,15 @@ class Edge:
         shown = Shown(s, memory, disk, redis, pools, self.registry, m)
         if s.metrics_dir:
             shown.node = NodeMetrics(s.metrics_dir, m.registry, shown.read_gauges)
-            self.background.spawn(shown.node.run())
+            shown.node.start()
+        self.node_metrics = shown.node
         self.admin = admin_app(shown)
         self.started = True
 
     async def shutdown(self) -> None:
         self.background.cancel()
+        if self.node_metrics is not None:
+            self.node_metrics.stop()
         for pool in {id(p): p for p in self.upstreams.values()}.values():
             await pool.close()
         await self.registry.close()

@@ -154,14 +154,19 @@ class NodeMetrics:
                     log.warning("cannot write metrics snapshot %s: %s", self.path, exc)
             return snap
 
-    async def run(self) -> None:
-        """Snapshots every INTERVAL seconds until cancelled (at shutdown: one last one)."""
-        try:
-            while True:
-                await asyncio.to_thread(self.write)  # the disk tier's stats are SQLite queries
-                await asyncio.sleep(INTERVAL)
-        finally:
-            self.write()
+    def start(self) -> None:
+        """Snapshots every INTERVAL seconds, in a task of their own (not one of the answers' background
+        tasks, which tests wait for)."""
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        self._task.cancel()
+        self.write()  # the last one: what this worker counted stays in the node's totals
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.write)  # the disk tier's stats are SQLite queries
+            await asyncio.sleep(INTERVAL)
 
     def render(self) -> bytes:
         try:

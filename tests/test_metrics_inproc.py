@@ -79,6 +79,7 @@ async def test_the_scraped_worker_adds_up_the_node(make_edge: MakeEdge, sim_apps
         assert found[("edge_tier_entries", (("tier", "disk"),))] == 7  # one shared directory: the largest
         assert found[("edge_tier_up", (("tier", "disk"),))] == 1  # the dead worker's view is gone with it
         assert not any(name.endswith("_created") for name, _ in found)
+    await edge.settle()  # the snapshot timer is not one of the answers' background tasks
     assert live.exists() and not dead.exists()
     assert json.loads((directory / DEAD).read_text())[0]["samples"] == [["edge_misses_total", {}, 100]]
     own = [p for p in directory.glob(f"{os.getpid()}-*.json") if p != live]
