@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 log = logging.getLogger("edge")
 INTERVAL = 1.0  # seconds between a worker's snapshots
 DEAD, LOCK = "dead.json", "lock"
+OURS = re.compile(r"[0-9]+-[0-9a-f]+\.(?:json|tmp)|dead\.(?:json|tmp)|lock")  # the files written here
 CUMULATIVE = frozenset({"counter", "histogram"})  # summed, dead workers' totals kept
 
 # How the workers' values of a gauge make the node's, by (metric, tier label); (metric, None) = any label.
@@ -123,8 +125,8 @@ def wipe(directory: str) -> None:
     """`edge serve` at start: the previous run's snapshots go (only the files this module writes)."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    for pattern in ("*.json", "*.tmp", LOCK):
-        for found in path.glob(pattern):
+    for found in path.iterdir():
+        if OURS.fullmatch(found.name):
             found.unlink(missing_ok=True)
 
 

@@ -63,6 +63,7 @@ def node(request: pytest.FixtureRequest, sim: Sim, tmp_path_factory: pytest.Temp
     metrics_dir = tmp_path_factory.mktemp("metrics")
     left = [{"name": "edge_misses", "type": "counter", "help": "", "samples": [["edge_misses_total", {}, 1000.0]]}]
     (metrics_dir / f"{os.getpid()}-0000.json").write_text(json.dumps(left))  # a live pid: counted unless wiped
+    (metrics_dir / "operator.json").write_text("{}")  # not the edge's: left alone
     launcher = Launcher(sim)
     edge = launcher("--workers", "3", server=request.param, env={"EDGE_METRICS_DIR": str(metrics_dir)})
     paths = [f"/webgateway/render_thumbnail/{i}/64/" for i in sim.plate_images(0, MISSES)]
@@ -135,6 +136,7 @@ def test_a_dead_workers_counts_stay(node):
     before = counters(scrape(edge.url))
     snapshots = sorted(metrics_dir.glob("*-*.json"))
     assert len(snapshots) == 3  # one per worker; the previous run's file was wiped at start
+    assert (metrics_dir / "operator.json").exists()
     os.kill(int(snapshots[0].name.split("-")[0]), signal.SIGKILL)
 
     def replaced() -> bool:  # a scrape folds the dead worker's file; its successor writes its own
