@@ -1,6 +1,7 @@
 """`/_edge/*`: health, metrics, purge, the status page and the demo page (Starlette; never on the hot path)."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from . import pages, statuspage
 from .activity import WarmActivity
 from .kinds import ALL, KINDS, tag
 from .metrics import Metrics
+from .nodemetrics import NodeMetrics
 from .protocol import WARM_HEADER
 from .purge import SOFT, PurgeRegistry
 from .settings import Settings
@@ -22,6 +24,7 @@ from .upstream import Upstream
 
 PURGE_KINDS = tuple(kind.name for kind in KINDS)
 PURGES_PAGE = 5000  # most purges one GET /_edge/purges lists
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}  # edge_upstream_breaker_state's values
 
 
 def purge_tags(spec: dict) -> list[str]:
@@ -65,6 +68,24 @@ class Shown:
     registry: PurgeRegistry
     metrics: Metrics
     warm: WarmActivity | None = None  # warm-mode requests seen (the status page's warm runs)
+    node: NodeMetrics | None = None  # set when the workers of a node add their metrics up (metrics_dir)
+
+    def read_gauges(self) -> None:
+        """The gauges that are read from the tiers and breakers, not counted: set before every snapshot."""
+        m = self.metrics
+        if self.memory is not None:
+            m.tier_entries.labels("memory").set(len(self.memory))
+            m.tier_bytes.labels("memory").set(self.memory.bytes)
+            m.tier_up.labels("memory").set(1)
+        if self.disk is not None:
+            count, volume = self.disk.stats()
+            m.tier_entries.labels("disk").set(count)
+            m.tier_bytes.labels("disk").set(volume)
+            m.tier_up.labels("disk").set(int(self.disk.up))
+        if self.redis is not None:
+            m.tier_up.labels("redis").set(int(self.redis.up))
+        for pool in self.upstreams:
+            m.breaker_state.labels(pool.name).set(BREAKER_STATES[pool.breaker.state])
 
 
 def admin_app(edge: Shown) -> Starlette:
@@ -72,19 +93,13 @@ def admin_app(edge: Shown) -> Starlette:
         return JSONResponse(await statuspage.health(edge))
 
     async def metrics(request: Request) -> Response:
-        m = edge.metrics
-        if edge.memory is not None:
-            m.tier_entries.labels("memory").set(len(edge.memory))
-            m.tier_bytes.labels("memory").set(edge.memory.bytes)
-            m.tier_up.labels("memory").set(1)
-        if edge.disk is not None:
-            count, volume = edge.disk.stats()
-            m.tier_entries.labels("disk").set(count)
-            m.tier_bytes.labels("disk").set(volume)
-            m.tier_up.labels("disk").set(int(edge.disk.up))
-        if edge.redis is not None:
-            m.tier_up.labels("redis").set(int(edge.redis.up))
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
+        """This process's metrics, or with metrics_dir the node's: every worker's, added up."""
+        if edge.node is not None:
+            body = await asyncio.to_thread(edge.node.render)
+        else:
+            edge.read_gauges()
+            body = edge.metrics.render()
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     async def purge(request: Request) -> Response:
         token = edge.settings.purge_token

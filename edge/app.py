@@ -27,6 +27,7 @@ from .identity import Identity, SessionResolver, joined_cookies
 from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
+from .nodemetrics import NodeMetrics
 from .origin import Origin
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
@@ -121,17 +122,23 @@ class Edge:
         if self.prefetch is not None:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
-        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m,
-                                     self.delivery.warm_seen))
         if s.access_log:
             self.access_log = AccessLog(s.access_log, s.access_log_format, self.clock)
             self.access_log.open()
+        shown = Shown(s, memory, disk, redis, pools, self.registry, m, self.delivery.warm_seen)
+        if s.metrics_dir:
+            shown.node = NodeMetrics(s.metrics_dir, m.registry, shown.read_gauges)
+            shown.node.start()
+        self.node_metrics = shown.node
+        self.admin = admin_app(shown)
         self.started = True
 
     async def shutdown(self) -> None:
         self.background.cancel()
         if self.access_log is not None:
             self.access_log.close()
+        if self.node_metrics is not None:
+            self.node_metrics.stop()
         for pool in {id(p): p for p in self.upstreams.values()}.values():
             await pool.close()
         await self.registry.close()

@@ -5,16 +5,18 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from . import nginxconf
+from . import nginxconf, nodemetrics
 from .kinds import KINDS
 from .settings import ConfigError, Settings
 
@@ -40,6 +42,22 @@ def _load(args: argparse.Namespace, *names: str) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(args, "bind", "workers", "server", "certfile", "keyfile", "access_log", "shutdown_timeout")
+    temporary = settings.workers > 1 and not settings.metrics_dir
+    if temporary:
+        settings.metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
+    if settings.metrics_dir:
+        try:
+            nodemetrics.wipe(settings.metrics_dir)  # the previous run's workers are not this node's
+        except OSError as exc:
+            raise ConfigError(f"metrics_dir {settings.metrics_dir}: {exc.strerror}") from None
+    try:
+        return _serve(settings)
+    finally:
+        if temporary:
+            shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     os.environ.pop("EDGE_CONFIG", None)  # everything is in EDGE_* now
     host, _, port = settings.bind.rpartition(":")
@@ -55,9 +73,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.certfile:
             kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
         # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
+        # A worker that dies is replaced (granian's default stops the whole server); its counts stay in the
+        # node's metrics (edge/nodemetrics.py).
         Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
                 workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
                 workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
+                respawn_failed_workers=True,
                 http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
                                              max_buffer_size=settings.max_header_size),
                 http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),

@@ -57,6 +57,9 @@ class Settings:
         "Access log lines: JSON, or nginx's combined format followed by the edge's fields as name=value.", "json")
     shutdown_timeout: float = _doc("Seconds in-flight requests have to finish on SIGTERM (new connections get no "
                                    "answer from then on); then the workers are killed.", 30.0)
+    metrics_dir: str = _doc("Node-local directory where the workers write their metrics for /_edge/metrics to add "
+                            "up (`edge serve` empties it at start); empty = a fresh temporary one when workers > 1 "
+                            "(docs/deploy.md, Metrics).", "")
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
