@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from . import nginxconf, nodemetrics
+from . import nginxconf, watchcmd, nodemetrics
 from .kinds import KINDS
 from .settings import ConfigError, Settings
 
@@ -202,6 +202,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = _load(args, "watch_db", "watch_edges", "watch_state")
+    return watchcmd.run(settings, args.start, args.once, args.metrics_bind)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if args.markdown:
@@ -279,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the results as JSON")
     p.set_defaults(func=cmd_doctor)
 
+    watchcmd.add_parser(sub, _settings_options, EPILOG).set_defaults(func=cmd_watch)
     nginxconf.add_parser(sub)
     return parser
 
