@@ -17,6 +17,7 @@ import httpx
 from . import nginxconf
 from .kinds import KINDS
 from .settings import ConfigError, Settings
+from .tomlconf import sample_toml
 
 EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
          "`edge config` lists them all."
@@ -182,6 +183,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table(Settings()))
         return 0
+    if args.toml:
+        print(sample_toml(Settings()), end="")
+        return 0
     for name, value, doc in settings.doc_rows():
         print(f"{name:24} {value:32} {doc}")
     return 0
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print every setting with its value and meaning")
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
+    p.add_argument("--toml", action="store_true", help="as a sample TOML config, every setting commented with its "
+                   "meaning and default (deploy/edge.toml)")
     p.set_defaults(func=cmd_config)
 
     nginxconf.add_parser(sub)
