@@ -1,0 +1,293 @@
+"""The deployment files in deploy/ (issue 17.3) are checked as far as this machine allows.
+
+- systemd units: `systemd-analyze verify` passes with no warning, after the units' /opt/omero-edge/bin/ is
+  replaced by this venv's scripts. Every option in an ExecStart parses with the real CLI's argparse
+  parser, and every EDGE_* variable is a setting.
+- docker-compose example: Docker's engine does not run here. So the compose file is parsed as YAML and
+  its services, ports, volumes and environment are checked against the settings and the nginx config.
+  The nginx config is byte-identical to what its `edge nginx-conf` command renders today, and a real
+  `nginx -t` accepts it. Compose's service names are resolved the way Docker's DNS does it, with a
+  private /etc/hosts in a mount namespace. The redis.conf, run by a real redis-server, evicts cache
+  entries and keeps the purge state. The Dockerfile copies only files that exist.
+- deploy/edge.toml is `edge config --toml`, and it loads: as written and with every setting uncommented.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+import yaml
+
+from edge.cli import build_parser, main
+from edge.entry import Entry
+from edge.settings import Settings
+from edge.tiers import RedisTier
+from edge.tomlconf import sample_toml
+from tests.helpers import ROOT, Proc, find_binary, free_port
+from warm.cli import parser as warm_parser
+
+DEPLOY = ROOT / "deploy"
+UNITS = sorted((DEPLOY / "systemd").iterdir())
+INSTALLED_BIN = "/opt/omero-edge/bin/"
+VENV_BIN = Path(sys.executable).parent
+SYSTEMD_ANALYZE = find_binary("systemd-analyze")
+NGINX = find_binary("nginx")
+COMPOSE_DIR = DEPLOY / "compose"
+SETTINGS = {f.name for f in fields(Settings)}
+PARSERS = {"edge": build_parser, "warm": warm_parser}
+
+
+# --- systemd units ---------------------------------------------------------------------------------
+
+def unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A unit file's sections as (key, value) lists, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), [])
+        else:
+            key, _, value = line.partition("=")
+            current.append((key, value))
+    return sections
+
+
+def values(path: Path, section: str, key: str) -> list[str]:
+    return [v for k, v in unit(path).get(section, []) if k == key]
+
+
+def verify(directory: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SYSTEMD_ANALYZE, "verify", str(directory / name)], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> Path:
+    """The units with their scripts at this venv's path: verify refuses an ExecStart that does not exist."""
+    for path in UNITS:
+        (tmp_path / path.name).write_text(path.read_text().replace(INSTALLED_BIN, f"{VENV_BIN}/"))
+    return tmp_path
+
+
+def test_the_units_are_there() -> None:
+    assert [p.name for p in UNITS] == ["omero-edge-follow.service", "omero-edge-warm.service",
+                                       "omero-edge-warm.timer", "omero-edge-watch.service", "omero-edge.service"]
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
+@pytest.mark.parametrize("name", [p.name for p in UNITS])
+def test_unit_verifies_without_a_warning(rendered: Path, name: str) -> None:
+    result = verify(rendered, name)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
+def test_verify_reports_a_broken_unit(rendered: Path) -> None:
+    """A wrong value or key is only a warning (exit 0): the check above must read stderr."""
+    path = rendered / "omero-edge.service"
+    path.write_text(path.read_text().replace("Restart=on-failure", "Restart=sometimes\nRestartSecs=2"))
+    assert "sometimes" in verify(rendered, path.name).stderr
+    assert "RestartSecs" in verify(rendered, path.name).stderr
+
+
+def exec_argv(path: Path) -> list[str]:
+    (line,) = values(path, "Service", "ExecStart")
+    return shlex.split(line)
+
+
+SERVICES = [p for p in UNITS if p.suffix == ".service"]
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
+def test_unit_names_only_options_and_settings_that_exist(path: Path) -> None:
+    program, *argv = exec_argv(path)
+    assert program.startswith(INSTALLED_BIN)
+    parser = PARSERS[Path(program).name]()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for key, value in unit(path)["Service"]:
+        if key == "Environment":
+            assert {v.split("=")[0].removeprefix("EDGE_").lower() for v in shlex.split(value)} <= SETTINGS
+    if argv[0] not in commands:
+        pytest.skip(f"`{Path(program).name} {argv[0]}` is not in this branch yet (its unit is written for it)")
+    try:
+        parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{path.name}: {Path(program).name} does not accept {shlex.join(argv)}")
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.name)
+def test_unit_writes_only_where_the_sandbox_lets_it(path: Path) -> None:
+    """ProtectSystem=strict: the cache dir is a CacheDirectory= and ReadWritePaths=, the warmer's
+    files lie under its StateDirectory=, and nothing is written to the home dir (ProtectHome=)."""
+    argv = exec_argv(path)
+    assert values(path, "Service", "ProtectSystem") == ["strict"]
+    assert values(path, "Service", "NoNewPrivileges") == ["yes"]
+    assert values(path, "Service", "User") == ["omero-edge"]
+    if "--cache-dir" in argv:
+        cache = argv[argv.index("--cache-dir") + 1]
+        assert values(path, "Service", "ReadWritePaths") == [cache]
+        assert [f"/var/cache/{d}" for d in values(path, "Service", "CacheDirectory")] == [cache]
+    if Path(argv[0]).name == "warm":
+        state = [f"/var/lib/{d}/" for d in values(path, "Service", "StateDirectory")]
+        files = [argv[i + 1] for i, a in enumerate(argv) if a in ("--journal", "--state")]
+        assert files and all(f.startswith(tuple(state)) for f in files), (files, state)
+
+
+def test_timer_runs_the_oneshot_warm() -> None:
+    timer = DEPLOY / "systemd" / "omero-edge-warm.timer"
+    service = timer.with_suffix(".service")
+    assert values(timer, "Timer", "Unit") == [] and service.exists()  # a timer starts its namesake
+    assert values(service, "Service", "Type") == ["oneshot"] and not values(service, "Install", "WantedBy")
+    assert values(timer, "Install", "WantedBy") == ["timers.target"]
+    assert "--since" in exec_argv(service)
+
+
+# --- the sample config -----------------------------------------------------------------------------
+
+SAMPLE = DEPLOY / "edge.toml"
+SETTING_LINE = re.compile(r"(?m)^# (\w+) = ")
+
+
+def test_sample_config_is_what_edge_config_toml_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--toml"]) == 0
+    assert capsys.readouterr().out == SAMPLE.read_text() == sample_toml(Settings()), \
+        "deploy/edge.toml is stale: run `edge config --toml > deploy/edge.toml`"
+
+
+def test_sample_config_shows_every_setting_once_and_loads(tmp_path: Path) -> None:
+    text = SAMPLE.read_text()
+    assert SETTING_LINE.findall(text) == [f.name for f in fields(Settings)]
+    assert Settings.load(str(SAMPLE), env={}) == Settings()
+    uncommented = tmp_path / "edge.toml"
+    uncommented.write_text(SETTING_LINE.sub(r"\1 = ", text))
+    assert Settings.load(str(uncommented), env={}) == Settings()  # every default shown is the default, in TOML
+
+
+# --- docker compose ----------------------------------------------------------------------------------
+
+COMPOSE = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())
+SERVICE = COMPOSE["services"]
+NGINX_CONF = COMPOSE_DIR / "nginx" / "omero-edge.conf"
+(RENDER,) = [shlex.split(line) for line in (COMPOSE_DIR / "README.md").read_text().splitlines()
+             if line.startswith("edge nginx-conf ")]
+
+
+def interpolate(value: str) -> str:
+    """Compose's `${NAME:-default}` and `${NAME:?message}` with NAME unset: the default, or '' for a test."""
+    return re.sub(r"\$\{\w+:([-?])([^}]*)\}", lambda m: m.group(2) if m.group(1) == "-" else "", value)
+
+
+def option(name: str) -> str:
+    return RENDER[RENDER.index(name) + 1]
+
+
+def test_compose_has_edge_redis_and_nginx_in_front() -> None:
+    assert set(SERVICE) == {"edge", "redis", "nginx"}
+    assert SERVICE["nginx"]["ports"] == ["${HTTP_PORT:-80}:80"] and option("--listen") == "80"
+    assert all(p.startswith("127.0.0.1:") for p in SERVICE["edge"]["ports"])  # only nginx faces users
+    assert "ports" not in SERVICE["redis"]
+    for name in ("edge", "nginx"):  # OMERO.web is the site's, named by $OMERO_WEB_IP
+        assert SERVICE[name]["extra_hosts"] == ["omero-web:${OMERO_WEB_IP:-host-gateway}"]
+    for name, svc in SERVICE.items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source in COMPOSE["volumes"] or (COMPOSE_DIR / source).is_file(), (name, volume)
+
+
+def test_compose_edge_environment_is_settings_that_agree_with_nginx_and_redis() -> None:
+    env = {k: interpolate(str(v)) for k, v in SERVICE["edge"]["environment"].items()}
+    assert all(k.startswith("EDGE_") and k[5:].lower() in SETTINGS for k in env), sorted(env)
+    settings = Settings.load(env=env)  # valid values, not only valid names
+    backend = urlsplit(settings.backend[0])
+    assert option("--omero-web") == backend.netloc == "omero-web:4080"
+    assert option("--edge") == f"edge:{settings.bind.rpartition(':')[2]}"
+    assert urlsplit(settings.redis_url).hostname == "redis"
+    assert f"edge-cache:{settings.cache_dir}" in SERVICE["edge"]["volumes"]
+    assert any(p.endswith(f":{settings.bind.rpartition(':')[2]}") for p in SERVICE["edge"]["ports"])
+
+
+def test_compose_nginx_conf_is_what_its_command_renders(tmp_path: Path) -> None:
+    assert RENDER[-2:] == ["-o", "deploy/compose/nginx/omero-edge.conf"]
+    out = tmp_path / "out.conf"
+    assert main([*RENDER[1:-1], str(out)]) == 0
+    assert out.read_text() == NGINX_CONF.read_text(), "deploy/compose/nginx/omero-edge.conf is stale: " \
+                                                     "run `make nginx-examples`"
+    mounted = [v for v in SERVICE["nginx"]["volumes"] if v.startswith("./nginx/")]
+    assert mounted == ["./nginx/omero-edge.conf:/etc/nginx/conf.d/default.conf:ro"]
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make system-deps)")
+def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
+    """As in the nginx image: conf.d/*.conf included in the http context, compose's names resolvable."""
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost edge omero-web\n")
+    (tmp_path / "log").mkdir()
+    (tmp_path / "nginx.conf").write_text(f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+                                         f"http {{\n    include {NGINX_CONF};\n}}\n")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace for compose's names (unshare -m: {probe.stderr.strip()})")
+    # /var/log/nginx: the image's log dir, where the config's access log goes (a private one here).
+    script = (f"mount --bind {tmp_path}/hosts /etc/hosts && mkdir -p /var/log/nginx && "
+              f"mount --bind {tmp_path}/log /var/log/nginx && "
+              f"exec {NGINX} -t -p {tmp_path} -c {tmp_path}/nginx.conf -e stderr")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+
+
+def test_dockerfile_copies_files_that_exist_and_runs_edge_serve() -> None:
+    build = SERVICE["edge"]["build"]
+    context = (COMPOSE_DIR / build["context"]).resolve()
+    dockerfile = context / build["dockerfile"]
+    assert context == ROOT and dockerfile.is_file() and dockerfile.with_name("Dockerfile.dockerignore").is_file()
+    lines = dockerfile.read_text().splitlines()
+    copies = [shlex.split(line)[1:-1] for line in lines if line.startswith("COPY ") and "--from=" not in line]
+    assert copies and all((context / source).exists() for sources in copies for source in sources), copies
+    (cmd,) = [line for line in lines if line.startswith("CMD ")]
+    assert cmd == 'CMD ["edge", "serve"]'
+    assert any("pip install" in line and ".whl" in line for line in lines)
+
+
+def test_redis_conf_evicts_entries_and_keeps_the_purge_state(tmp_path: Path) -> None:
+    """Under memory pressure the real redis-server, run with deploy/compose/redis.conf (its memory cut
+    to 4 MB), evicts cache entries and keeps every purge key: they carry no TTL."""
+    binary = find_binary("redis-server")
+    assert binary, "redis-server not found: make system-deps"
+    port = free_port()
+    proc = Proc.up([binary, str(COMPOSE_DIR / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1",
+                    "--dir", str(tmp_path), "--save", "", "--maxmemory", "4mb"], name="redis", ports=[port])
+    try:
+        url = f"redis://127.0.0.1:{port}/1"
+        client = redis.Redis.from_url(url)
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
+        assert main(["purge", "--image", "12", "--redis", url, "--cache-dir", str(tmp_path / "cache")]) == 0
+        purge_keys = sorted(client.keys("edge:1:purge:*"))
+        assert purge_keys and all(client.ttl(k) == -1 for k in purge_keys)
+
+        async def fill() -> None:
+            tier = RedisTier(url, max_body=1 << 20, timeout=2.0)
+            body = b"x" * 50_000
+            for i in range(40):  # 40 x 5 entries x 50 KB = 10 MB into 4 MB
+                await tier.set_many([(f"d{i}-{j}", Entry.build(f"k{i}-{j}", 200, "image/jpeg", body, ttl=60,
+                                                                stale=60, epoch=0, tags=(), public=True))
+                                     for j in range(5)])
+            await tier.close()
+
+        asyncio.run(fill())
+        assert client.info("stats")["evicted_keys"] > 0
+        assert sorted(client.keys("edge:1:purge:*")) == purge_keys
+        client.close()
+    finally:
+        proc.stop()
