@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +35,7 @@ from edge.entry import Entry
 from edge.settings import Settings
 from edge.tiers import RedisTier
 from edge.tomlconf import sample_toml
-from tests.helpers import ROOT, Proc, find_binary, free_port
+from tests.helpers import ROOT, Proc, find_binary, free_port, start_sim
 from warm.cli import parser as warm_parser
 
 DEPLOY = ROOT / "deploy"
@@ -291,3 +294,53 @@ def test_redis_conf_evicts_entries_and_keeps_the_purge_state(tmp_path: Path) -> 
         client.close()
     finally:
         proc.stop()
+
+
+# --- the units' commands, run for real (without systemd: PID 1 here is not systemd) ---------------------
+
+def environment_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+@pytest.mark.process
+def test_units_commands_serve_warm_follow_and_stop_on_sigterm(tmp_path: Path) -> None:
+    """The edge unit's ExecStart with the sample config (backend and bind uncommented, as an operator
+    does), the secrets file as EnvironmentFile=, then the warm and follow units' ExecStart against it;
+    SIGTERM (KillSignal=) stops the edge well within TimeoutStopSec=. Paths and the port are this test's."""
+    sim = start_sim()
+    port = free_port()
+    places = {INSTALLED_BIN: f"{VENV_BIN}/", "/etc/omero-edge/": f"{tmp_path}/etc/",
+              "/var/cache/omero-edge": f"{tmp_path}/cache", "/var/lib/omero-edge/": f"{tmp_path}/lib/",
+              "127.0.0.1:8080": f"127.0.0.1:{port}"}
+
+    def argv(name: str) -> list[str]:
+        words = exec_argv(DEPLOY / "systemd" / name)
+        for old, new in places.items():
+            words = [w.replace(old, new) for w in words]
+        return words
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "edge.toml").write_text(SAMPLE.read_text().replace(
+        '# backend = ["http://127.0.0.1:4080"]', f'backend = ["{sim.url}"]').replace(
+        '# bind = "127.0.0.1:8080"', f'bind = "127.0.0.1:{port}"'))
+    (tmp_path / "etc" / "secrets.env").write_text("EDGE_WARM_TOKEN=warm-secret\nEDGE_PURGE_TOKEN=purge-secret\n")
+    env = {**os.environ, **environment_file(tmp_path / "etc" / "secrets.env")}
+    edge = Proc.up(argv("omero-edge.service"), env=env, name="edge", health=f"http://127.0.0.1:{port}/_edge/health")
+    try:
+        (stop,) = values(DEPLOY / "systemd" / "omero-edge.service", "Service", "TimeoutStopSec")
+        warm = subprocess.run(argv("omero-edge-warm.service"), env=env, capture_output=True, text=True, timeout=120)
+        assert warm.returncode == 0, warm.stderr
+        follow = subprocess.run([*argv("omero-edge-follow.service"), "--once"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert follow.returncode == 0, follow.stderr
+        assert (tmp_path / "lib" / "warm" / "journal.sqlite").is_file()
+        started = time.monotonic()
+        os.killpg(edge.pid, signal.SIGTERM)  # KillMode=control-group: every process of the unit
+        edge.popen.wait(int(stop))
+        assert time.monotonic() - started < int(stop)
+        assert edge.popen.returncode in (0, -signal.SIGTERM)  # what systemd counts as a clean stop
+        print(f"warm: {warm.stderr.strip().splitlines()[-1]}\nfollow: {follow.stderr.strip()[-200:]}\n"
+              f"edge stopped by SIGTERM in {time.monotonic() - started:.2f} s, exit {edge.popen.returncode}")
+    finally:
+        edge.stop()
+        sim.stop()
