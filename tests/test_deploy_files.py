@@ -26,6 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis
 import yaml
@@ -334,8 +335,14 @@ def test_units_commands_serve_warm_follow_and_stop_on_sigterm(tmp_path: Path) ->
                                 text=True, timeout=60)
         assert follow.returncode == 0, follow.stderr
         assert (tmp_path / "lib" / "warm" / "journal.sqlite").is_file()
+        (reload,) = values(DEPLOY / "systemd" / "omero-edge.service", "Service", "ExecReload")
+        assert reload == "/bin/kill -HUP $MAINPID"
+        edge.popen.send_signal(signal.SIGHUP)  # `systemctl reload`: the workers respawn, the edge keeps serving
+        time.sleep(2)
+        assert edge.alive() and httpx.get(f"http://127.0.0.1:{port}/_edge/health", timeout=5).status_code == 200
         started = time.monotonic()
-        os.killpg(edge.pid, signal.SIGTERM)  # KillMode=control-group: every process of the unit
+        assert values(DEPLOY / "systemd" / "omero-edge.service", "Service", "KillMode") == ["mixed"]
+        edge.popen.send_signal(signal.SIGTERM)  # KillMode=mixed: the main process only
         edge.popen.wait(int(stop))
         assert time.monotonic() - started < int(stop)
         assert edge.popen.returncode in (0, -signal.SIGTERM)  # what systemd counts as a clean stop
