@@ -351,3 +351,54 @@ def test_units_commands_serve_warm_follow_and_stop_on_sigterm(tmp_path: Path) ->
     finally:
         edge.stop()
         sim.stop()
+
+
+# --- the README's walk-through ---------------------------------------------------------------------------
+
+def readme_commands() -> list[list[str]]:
+    """Every `edge …` and `warm …` command in the README's "Run it for real" block, as argv."""
+    section = (ROOT / "README.md").read_text().split("## Run it for real\n")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
+    commands = []
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        words = shlex.split(line, comments=True)
+        segments = [[]]
+        for word in words:
+            if word in ("&&", "||", "|", ";"):
+                segments.append([])
+            else:
+                segments[-1].append(word)
+        for segment in segments:
+            if "--" in segment and segment[0] == "runuser":
+                segment = segment[segment.index("--") + 1:]
+            if segment and Path(segment[0]).name in PARSERS:
+                cut = next((i for i, w in enumerate(segment) if w.startswith((">", "<"))), len(segment))
+                commands.append(segment[:cut])
+    return commands
+
+
+@pytest.mark.parametrize("argv", readme_commands(), ids=shlex.join)
+def test_readme_walkthrough_commands_parse(argv: list[str]) -> None:
+    program = Path(argv[0]).name
+    parser = PARSERS[program]()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv[1] not in commands:
+        pytest.skip(f"`{program} {argv[1]}` is not in this branch yet")
+    try:
+        parser.parse_args(argv[1:])
+    except SystemExit:
+        pytest.fail(f"{program} does not accept {shlex.join(argv[1:])}")
+
+
+def test_readme_walkthrough_covers_the_operator_steps() -> None:
+    """In order: the config, edge doctor before the edge starts, nginx, a warm run; every unit; monitoring."""
+    argvs = [shlex.join([Path(a[0]).name, *a[1:]]) for a in readme_commands()]
+    steps = ["edge config --toml", "edge doctor", "edge nginx-conf", "warm all", "warm status"]
+    found = [next((i for i, a in enumerate(argvs) if a.startswith(step)), -1) for step in steps]
+    assert -1 not in found and found == sorted(found), argvs
+    section = (ROOT / "README.md").read_text().split("## Run it for real\n")[1].split("\n## ")[0]
+    assert section.index("edge doctor") < section.index("systemctl enable --now omero-edge")
+    enabled = {w for line in section.splitlines() if line.startswith("systemctl") for w in line.split()}
+    assert [p.name for p in UNITS if not {p.name, p.stem} & enabled] == ["omero-edge-warm.service"]  # timer's
+    for needle in ("/_edge/health", "/_edge/metrics", "access_log", "omero-edge.access.log"):
+        assert needle in section
