@@ -18,10 +18,12 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,7 +38,7 @@ from edge.entry import Entry
 from edge.settings import Settings
 from edge.tiers import RedisTier
 from edge.tomlconf import sample_toml
-from tests.helpers import ROOT, Proc, find_binary, free_port, start_sim
+from tests.helpers import ROOT, Proc, find_binary, free_port, start_sim, wait_until
 from warm.cli import parser as warm_parser
 
 DEPLOY = ROOT / "deploy"
@@ -251,17 +253,35 @@ def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
 
 
-def test_dockerfile_copies_files_that_exist_and_runs_edge_serve() -> None:
+@pytest.mark.process
+def test_dockerfile_copies_what_the_wheel_needs_and_runs_edge_serve(tmp_path: Path) -> None:
+    """Its COPY sources exist, and the wheel builds from them alone, laid out as the build stage does
+    (pip wheel as in its RUN, without build isolation: no index here), package data included."""
     build = SERVICE["edge"]["build"]
     context = (COMPOSE_DIR / build["context"]).resolve()
     dockerfile = context / build["dockerfile"]
     assert context == ROOT and dockerfile.is_file() and dockerfile.with_name("Dockerfile.dockerignore").is_file()
     lines = dockerfile.read_text().splitlines()
-    copies = [shlex.split(line)[1:-1] for line in lines if line.startswith("COPY ") and "--from=" not in line]
-    assert copies and all((context / source).exists() for sources in copies for source in sources), copies
+    copies = [shlex.split(line)[1:] for line in lines if line.startswith("COPY ") and "--from=" not in line]
+    src = tmp_path / "src"
+    for *sources, dest in copies:
+        for source in sources:
+            assert (context / source).exists(), source
+            target = src / dest / (Path(source).name if dest.endswith("/") else "")
+            if (context / source).is_dir():
+                shutil.copytree(context / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(context / source, target)
+    assert any("pip wheel" in line and "--no-deps" in line for line in lines)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir",
+                    str(tmp_path / "wheels"), str(src)], check=True, capture_output=True, timeout=120)
+    (wheel,) = (tmp_path / "wheels").glob("omero_edge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "edge/cli.py" in names and any(n.startswith("edge/nginx/") and n.endswith(".conf.tmpl") for n in names)
     (cmd,) = [line for line in lines if line.startswith("CMD ")]
     assert cmd == 'CMD ["edge", "serve"]'
-    assert any("pip install" in line and ".whl" in line for line in lines)
+    assert any("pip install" in line and "/wheels/*.whl" in line for line in lines)
 
 
 def test_redis_conf_evicts_entries_and_keeps_the_purge_state(tmp_path: Path) -> None:
@@ -338,7 +358,7 @@ def test_units_commands_serve_warm_follow_and_stop_on_sigterm(tmp_path: Path) ->
         (reload,) = values(DEPLOY / "systemd" / "omero-edge.service", "Service", "ExecReload")
         assert reload == "/bin/kill -HUP $MAINPID"
         edge.popen.send_signal(signal.SIGHUP)  # `systemctl reload`: the workers respawn, the edge keeps serving
-        time.sleep(2)
+        wait_until(lambda: "Stopped old worker" in edge.log_tail(), timeout=20, message="granian did not respawn")
         assert edge.alive() and httpx.get(f"http://127.0.0.1:{port}/_edge/health", timeout=5).status_code == 200
         started = time.monotonic()
         assert values(DEPLOY / "systemd" / "omero-edge.service", "Service", "KillMode") == ["mixed"]
