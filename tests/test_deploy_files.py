@@ -109,6 +109,11 @@ def test_verify_reports_a_broken_unit(rendered: Path) -> None:
     assert "RestartSecs" in verify(rendered, path.name).stderr
 
 
+def named_settings(text: str) -> set[str]:
+    """The settings an `EDGE_*` variable in `text` names (EDGE_CONFIG is the config file's path)."""
+    return {name.lower() for name in re.findall(r"\bEDGE_([A-Z0-9_]+)", text)} - {"config"}
+
+
 def exec_argv(path: Path) -> list[str]:
     (line,) = values(path, "Service", "ExecStart")
     return shlex.split(line)
@@ -123,9 +128,7 @@ def test_unit_names_only_options_and_settings_that_exist(path: Path) -> None:
     assert program.startswith(INSTALLED_BIN)
     parser = PARSERS[Path(program).name]()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for key, value in unit(path)["Service"]:
-        if key == "Environment":
-            assert {v.split("=")[0].removeprefix("EDGE_").lower() for v in shlex.split(value)} <= SETTINGS
+    assert named_settings(path.read_text()) <= SETTINGS  # comments included
     if argv[0] not in commands:
         pytest.skip(f"`{Path(program).name} {argv[0]}` is not in this branch yet (its unit is written for it)")
     try:
@@ -215,7 +218,9 @@ def test_compose_has_edge_redis_and_nginx_in_front() -> None:
 
 def test_compose_edge_environment_is_settings_that_agree_with_nginx_and_redis() -> None:
     env = {k: interpolate(str(v)) for k, v in SERVICE["edge"]["environment"].items()}
-    assert all(k.startswith("EDGE_") and k[5:].lower() in SETTINGS for k in env), sorted(env)
+    assert all(k.startswith("EDGE_") for k in env) and named_settings(" ".join(env)) <= SETTINGS, sorted(env)
+    assert named_settings((COMPOSE_DIR / "docker-compose.yml").read_text() + (COMPOSE_DIR / "README.md").read_text()) \
+        <= SETTINGS
     settings = Settings.load(env=env)  # valid values, not only valid names
     backend = urlsplit(settings.backend[0])
     assert option("--omero-web") == backend.netloc == "omero-web:4080"
@@ -246,7 +251,7 @@ def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip(f"no private mount namespace for compose's names (unshare -m: {probe.stderr.strip()})")
     # /var/log/nginx: the image's log dir, where the config's access log goes (a private one here).
-    script = (f"mount --bind {tmp_path}/hosts /etc/hosts && mkdir -p /var/log/nginx && "
+    script = (f"mount --bind {tmp_path}/hosts /etc/hosts && "
               f"mount --bind {tmp_path}/log /var/log/nginx && "
               f"exec {NGINX} -t -p {tmp_path} -c {tmp_path}/nginx.conf -e stderr")
     result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30)
@@ -422,3 +427,4 @@ def test_readme_walkthrough_covers_the_operator_steps() -> None:
     assert [p.name for p in UNITS if not {p.name, p.stem} & enabled] == ["omero-edge-warm.service"]  # timer's
     for needle in ("/_edge/health", "/_edge/metrics", "access_log", "omero-edge.access.log"):
         assert needle in section
+    assert named_settings(section) <= SETTINGS
