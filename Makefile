@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests drive for real: binary -> package
-SYSTEM_DEPS = nginx:nginx h2load:nghttp2-client redis-server:redis-server curl:curl initdb:postgresql chromium:chromium
+SYSTEM_DEPS = nginx:nginx h2load:nghttp2-client redis-server:redis-server curl:curl initdb:postgresql chromium:chromium systemd-analyze:systemd
 
 .PHONY: demo test install system-deps nginx-examples clean
 
