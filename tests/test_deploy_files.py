@@ -53,6 +53,7 @@ NGINX = find_binary("nginx")
 COMPOSE_DIR = DEPLOY / "compose"
 SETTINGS = {f.name for f in fields(Settings)}
 PARSERS = {"edge": build_parser, "warm": warm_parser}
+EXPOSURE_MAX = 35  # `systemd-analyze security --threshold` counts tenths: 3.5, the top of its "OK" band
 
 
 # --- systemd units ---------------------------------------------------------------------------------
@@ -101,6 +102,16 @@ def test_the_units_are_there() -> None:
 def test_unit_verifies_without_a_warning(rendered: Path, name: str) -> None:
     result = verify(rendered, name)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
+@pytest.mark.parametrize("name", [p.name for p in UNITS if p.suffix == ".service"])
+def test_service_exposure_stays_ok(rendered: Path, name: str) -> None:
+    """systemd's own sandbox score (0 = locked down, 10 = none): at most 3.5, so no hardening line is lost."""
+    result = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", f"--threshold={EXPOSURE_MAX}",
+                             "--no-pager", str(rendered / name)], capture_output=True, text=True, timeout=60)
+    print(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
