@@ -9,6 +9,8 @@
   `nginx -t` accepts it. Compose's service names are resolved the way Docker's DNS does it, with a
   private /etc/hosts in a mount namespace. The redis.conf, run by a real redis-server, evicts cache
   entries and keeps the purge state. The Dockerfile's COPY sources exist and the wheel builds from them.
+  And the stack itself runs without Docker in a private network and mount namespace, with the compose
+  file's names, ports, edge environment, redis.conf and nginx config (tests/helpers/compose_stack.py).
 - deploy/edge.toml is `edge config --toml`, and it loads: as written and with every setting uncommented.
 - The units' commands run for real (no systemd here): the edge with the sample config serves, the warm
   and follow commands go through it, SIGHUP (reload) and SIGTERM (stop) behave as the unit says.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -42,6 +45,7 @@ from edge.settings import Settings
 from edge.tiers import RedisTier
 from edge.tomlconf import sample_toml
 from tests.helpers import ROOT, Proc, find_binary, free_port, start_sim, wait_until
+from tests.helpers.compose_stack import interpolate
 from warm.cli import parser as warm_parser
 
 DEPLOY = ROOT / "deploy"
@@ -215,11 +219,6 @@ NGINX_CONF = COMPOSE_DIR / "nginx" / "omero-edge.conf"
              if line.startswith("edge nginx-conf ")]
 
 
-def interpolate(value: str) -> str:
-    """Compose's `${NAME:-default}` and `${NAME:?message}` with NAME unset: the default, or '' for a test."""
-    return re.sub(r"\$\{\w+:([-?])([^}]*)\}", lambda m: m.group(2) if m.group(1) == "-" else "", value)
-
-
 def option(name: str) -> str:
     return RENDER[RENDER.index(name) + 1]
 
@@ -280,6 +279,33 @@ def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
 
 
 @pytest.mark.process
+@pytest.mark.process
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make system-deps)")
+def test_compose_stack_serves_through_nginx_and_falls_through(tmp_path: Path) -> None:
+    """The compose stack without Docker (tests/helpers/compose_stack.py) in a private network and mount
+    namespace, with the compose file's own names and ports: nginx on :80 sends a thumbnail to the edge
+    (MISS, then HIT, stored in Redis); with the edge stopped nginx answers the same bytes from OMERO.web."""
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost edge redis omero-web\n")
+    (tmp_path / "log").mkdir()
+    probe = subprocess.run(["unshare", "-n", "-m", "ip", "link", "set", "lo", "up"], capture_output=True, text=True,
+                           timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"no private network namespace (unshare -n -m, ip link: {probe.stderr.strip()})")
+    stack = (f"ip link set lo up && mount --bind {tmp_path}/hosts /etc/hosts && "
+             f"mount --bind {tmp_path}/log /var/log/nginx && "
+             f"exec {shlex.quote(sys.executable)} -m tests.helpers.compose_stack {tmp_path}")
+    result = subprocess.run(["unshare", "-n", "-m", "sh", "-c", stack], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    print(seen)
+    assert seen["status"] == [200, 200] and seen["cache"] == ["MISS", "HIT"]
+    assert seen["redis_entries"] > 0
+    assert seen["fallthrough_status"] == 200 and seen["fallthrough_cache"] is None and seen["same_bytes"]
+    # nginx's log: the edge refused (502), then OMERO.web answered the same request
+    assert len(seen["access_log"]) == 3 and "up=127.0.0.1:8080 : 127.0.0.1:4080 ups=502 : 200" in seen["access_log"][-1]
+
+
 def test_dockerfile_copies_what_the_wheel_needs_and_runs_edge_serve(tmp_path: Path) -> None:
     """Its COPY sources exist, and the wheel builds from them alone, laid out as the build stage does
     (pip wheel as in its RUN, without build isolation: no index here), package data included."""
