@@ -101,6 +101,7 @@ def test_the_units_are_there() -> None:
                                        "omero-edge-warm.timer", "omero-edge-watch.service", "omero-edge.service"]
 
 
+@pytest.mark.process
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
 @pytest.mark.parametrize("name", [p.name for p in UNITS])
 def test_unit_verifies_without_a_warning(rendered: Path, name: str) -> None:
@@ -108,6 +109,7 @@ def test_unit_verifies_without_a_warning(rendered: Path, name: str) -> None:
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
 @pytest.mark.parametrize("name", [p.name for p in UNITS if p.suffix == ".service"])
 def test_service_exposure_stays_ok(rendered: Path, name: str) -> None:
@@ -118,6 +120,7 @@ def test_service_exposure_stays_ok(rendered: Path, name: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
 def test_verify_reports_a_broken_unit(rendered: Path) -> None:
     """A wrong value or key is only a warning (exit 0): the check above must read stderr."""
@@ -260,6 +263,7 @@ def test_compose_nginx_conf_is_what_its_command_renders(tmp_path: Path) -> None:
     assert mounted == ["./nginx/omero-edge.conf:/etc/nginx/conf.d/default.conf:ro"]
 
 
+@pytest.mark.process
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make system-deps)")
 def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     """As in the nginx image: conf.d/*.conf included in the http context, compose's names resolvable."""
@@ -278,7 +282,6 @@ def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
 
 
-@pytest.mark.process
 @pytest.mark.process
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make system-deps)")
 def test_compose_stack_serves_through_nginx_and_falls_through(tmp_path: Path) -> None:
@@ -336,6 +339,7 @@ def test_dockerfile_copies_what_the_wheel_needs_and_runs_edge_serve(tmp_path: Pa
     assert any("pip install" in line and "/wheels/*.whl" in line for line in lines)
 
 
+@pytest.mark.process
 def test_redis_conf_evicts_entries_and_keeps_the_purge_state(tmp_path: Path) -> None:
     """Under memory pressure the real redis-server, run with deploy/compose/redis.conf (its memory cut
     to 4 MB), evicts cache entries and keeps every purge key: they carry no TTL."""
