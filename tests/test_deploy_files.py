@@ -309,6 +309,7 @@ def test_compose_stack_serves_through_nginx_and_falls_through(tmp_path: Path) ->
     assert len(seen["access_log"]) == 3 and "up=127.0.0.1:8080 : 127.0.0.1:4080 ups=502 : 200" in seen["access_log"][-1]
 
 
+@pytest.mark.process
 def test_dockerfile_copies_what_the_wheel_needs_and_runs_edge_serve(tmp_path: Path) -> None:
     """Its COPY sources exist, and the wheel builds from them alone, laid out as the build stage does
     (pip wheel as in its RUN, without build isolation: no index here), package data included."""
