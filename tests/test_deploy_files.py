@@ -439,29 +439,36 @@ def test_units_commands_serve_warm_follow_and_stop_on_sigterm(tmp_path: Path) ->
 
 # --- the README's walk-through ---------------------------------------------------------------------------
 
-def readme_commands() -> list[list[str]]:
-    """Every `edge …` and `warm …` command in the README's "Run it for real" block, as argv."""
-    section = (ROOT / "README.md").read_text().split("## Run it for real\n")[1].split("\n## ")[0]
-    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
+def walkthrough() -> str:
+    return (ROOT / "README.md").read_text().split("## Run it for real\n")[1].split("\n## ")[0]
+
+
+def shell_commands(markdown: str) -> list[list[str]]:
+    """Every `edge …` and `warm …` command in the ```sh blocks of `markdown`, as argv."""
     commands = []
-    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-        words = shlex.split(line, comments=True)
-        segments = [[]]
-        for word in words:
-            if word in ("&&", "||", "|", ";"):
-                segments.append([])
-            else:
-                segments[-1].append(word)
-        for segment in segments:
-            if "--" in segment and segment[0] == "runuser":
-                segment = segment[segment.index("--") + 1:]
-            if segment and Path(segment[0]).name in PARSERS:
-                cut = next((i for i, w in enumerate(segment) if w.startswith((">", "<"))), len(segment))
-                commands.append(segment[:cut])
+    for block in re.findall(r"```sh\n(.*?)```", markdown, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            segments: list[list[str]] = [[]]
+            for word in shlex.split(line, comments=True):
+                if word in ("&&", "||", "|", ";"):
+                    segments.append([])
+                else:
+                    segments[-1].append(word)
+            for segment in segments:
+                if "--" in segment and segment[0] == "runuser":
+                    segment = segment[segment.index("--") + 1:]
+                if segment and Path(segment[0]).name in PARSERS:
+                    cut = next((i for i, w in enumerate(segment) if w.startswith((">", "<"))), len(segment))
+                    commands.append(segment[:cut])
     return commands
 
 
-@pytest.mark.parametrize("argv", readme_commands(), ids=shlex.join)
+def readme_commands() -> list[list[str]]:
+    return shell_commands(walkthrough())
+
+
+@pytest.mark.parametrize("argv", readme_commands() + shell_commands((COMPOSE_DIR / "README.md").read_text()),
+                         ids=shlex.join)
 def test_readme_walkthrough_commands_parse(argv: list[str]) -> None:
     assert_parses(argv)
 
@@ -472,7 +479,7 @@ def test_readme_walkthrough_covers_the_operator_steps() -> None:
     steps = ["edge config --toml", "edge doctor", "edge nginx-conf", "warm all", "warm status"]
     found = [next((i for i, a in enumerate(argvs) if a.startswith(step)), -1) for step in steps]
     assert -1 not in found and found == sorted(found), argvs
-    section = (ROOT / "README.md").read_text().split("## Run it for real\n")[1].split("\n## ")[0]
+    section = walkthrough()
     assert section.index("edge doctor") < section.index("systemctl enable --now omero-edge")
     enabled = {w for line in section.splitlines() if line.startswith("systemctl") for w in line.split()}
     assert [p.name for p in UNITS if not {p.name, p.stem} & enabled] == ["omero-edge-warm.service"]  # timer's
