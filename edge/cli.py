@@ -19,6 +19,7 @@ import httpx
 from . import nginxconf, watchcmd, nodemetrics
 from .kinds import KINDS
 from .settings import ConfigError, Settings
+from .tomlconf import sample_toml
 
 EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
          "`edge config` lists them all."
@@ -212,6 +213,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table(Settings()))
         return 0
+    if args.toml:
+        print(sample_toml(Settings()), end="")
+        return 0
     for name, value, doc in settings.doc_rows():
         print(f"{name:24} {value:32} {doc}")
     return 0
@@ -275,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print every setting with its value and meaning")
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
+    p.add_argument("--toml", action="store_true", help="as a sample TOML config, every setting commented with its "
+                   "meaning and default (deploy/edge.toml)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("doctor", help="check the settings against OMERO.web, the microservice, Redis and the disk",
