@@ -36,11 +36,12 @@ MAX_TRACKED_GAP = 10_000  # a hole wider than this is a sequence jump, not trans
 PURGE_CHUNK = 2_000  # tags per purge call (one Redis pipeline, one pub/sub message)
 BACKOFF = (0.5, 30.0)  # seconds: first retry, most between retries (database or purge target down)
 
-FETCH = """SELECT el.id, el.action, el.entitytype, el.entityid, extract(epoch FROM e.time)::float8
-           FROM eventlog el LEFT JOIN event e ON e.id = el.event
-           WHERE el.id > %(after)s ORDER BY el.id LIMIT %(limit)s"""
-FETCH_GAPS = """SELECT el.id, el.action, el.entitytype, el.entityid, extract(epoch FROM e.time)::float8
-                FROM eventlog el LEFT JOIN event e ON e.id = el.event WHERE el.id = ANY(%(ids)s)"""
+# event.time is a timestamp without zone, written in the server's local time: read in the database's TimeZone
+_SELECT = """SELECT el.id, el.action, el.entitytype, el.entityid,
+                    extract(epoch FROM e.time AT TIME ZONE current_setting('TimeZone'))::float8
+             FROM eventlog el LEFT JOIN event e ON e.id = el.event """
+FETCH = _SELECT + "WHERE el.id > %(after)s ORDER BY el.id LIMIT %(limit)s"
+FETCH_GAPS = _SELECT + "WHERE el.id = ANY(%(ids)s)"
 TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
 
 
