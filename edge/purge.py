@@ -50,6 +50,7 @@ from .redisclient import connect, same_slot, subscriber
 
 log = logging.getLogger("edge.purge")
 WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
+SHARE_TIMEOUT = 3.0  # most seconds a purge waits for Redis (a cluster client retries through other nodes)
 SOFT = "~"  # the prefix of a soft purge's tag
 
 # KEYS: seq, tags. ARGV: floor, channel, the tags joined by tabs. Takes the next purge number, never at or
@@ -109,6 +110,7 @@ class PurgeRegistry:
         self._gen_path = os.path.join(directory, "purge.gen") if directory else None
         self.generation = self._read_generation()
         self._tasks: list[asyncio.Task] = []
+        self.unshared: list[list[str]] = []  # purges Redis could not take: _watch shares them once it answers
 
     # --- reading (hot path) ------------------------------------------------------------------------
     def epoch(self) -> int:
@@ -176,13 +178,27 @@ class PurgeRegistry:
         seq = None
         if self.redis is not None:
             try:
-                await self._check_generation()
-                seq = int(await self.redis.eval(_PURGE, 2, self.seq_key, self.hash_key, self.epoch(), self.channel,
-                                                "\t".join(tags)))
+                async with asyncio.timeout(SHARE_TIMEOUT):
+                    seq = await self._share(tags)
             except (RedisError, OSError) as exc:
-                log.warning("purge not shared with other nodes (Redis unavailable): %s", exc)
-                seq = None
+                log.warning("purge of %s not shared with other nodes yet (Redis unavailable; retried every %.0f s "
+                            "until it answers): %s", " ".join(tags), WATCH_INTERVAL, exc)
+                self.unshared.append(tags)
         return self._record(tags, seq)
+
+    async def _share(self, tags: list[str]) -> int:
+        """Number, record and publish a purge in Redis (one script, on a cluster in the purge state's slot)."""
+        await self._check_generation()
+        return int(await self.redis.eval(_PURGE, 2, self.seq_key, self.hash_key, self.epoch(), self.channel,
+                                         "\t".join(tags)))
+
+    async def _share_unshared(self) -> None:
+        """The purges made here while Redis (on a cluster: the purge state's master) was unreachable, shared
+        now that it answers: at new numbers, so the other nodes apply them (and this one again: a few misses)."""
+        while self.unshared:
+            await self._share(self.unshared[0])
+            log.warning("purge of %s shared with the other nodes after Redis came back", " ".join(self.unshared[0]))
+            self.unshared.pop(0)
 
     async def _received(self, seq: int, tags: list[str]) -> None:
         """Another node's purge (or our own, echoed). A number not above what this node has seen
@@ -290,6 +306,7 @@ class PurgeRegistry:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 await self._check_generation()
+                await self._share_unshared()
             except (RedisError, OSError) as exc:
                 log.debug("purge state check skipped (Redis unavailable): %s", exc)
 

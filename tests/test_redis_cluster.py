@@ -166,6 +166,11 @@ def test_warm_direct_refuses_a_cluster_url_with_a_database(sim: Sim, tmp_path):
     assert result.returncode == 2 and "database 0" in result.stderr and "Traceback" not in result.stderr
 
 
+def purge_master(cluster: RedisCluster) -> int:
+    """The master holding the purge state (its keys share a slot)."""
+    return master_of(cluster, [same_slot(default_prefix(cluster.url), True) + "purge:seq"])[0]
+
+
 def load(edges: tuple[EdgeProc, ...], catalog: dict, kill: threading.Event, at: int) -> list[tuple]:
     """LOAD_REQUESTS GETs over the catalog against both edges (bounded in count and time); `kill` is set when
     request `at` starts. Each result: (index, path, status, body matches, cache, tier, after the kill)."""
@@ -194,8 +199,7 @@ def load(edges: tuple[EdgeProc, ...], catalog: dict, kill: threading.Event, at: 
 
 def test_a_master_killed_mid_traffic_costs_only_misses_for_its_keys(pair, catalog, cluster):
     a, b = pair
-    purge_slot = master_of(cluster, [same_slot(default_prefix(cluster.url), True) + "purge:seq"])[0]
-    victim = next(i for i in (2, 1) if i != purge_slot)  # a purge state on the dead master: see docs/deploy.md
+    victim = next(i for i in (2, 1) if i != purge_master(cluster))  # the purge state's master: the next test
     for path in catalog["paths"]:  # every key cached again (the purge test emptied some)
         a.get(path)
     kill = threading.Event()
@@ -229,3 +233,33 @@ def test_a_master_killed_mid_traffic_costs_only_misses_for_its_keys(pair, catalo
     print(f"cluster purge latency A → B with a master dead: {latency * 1000:.1f} ms")
     health = b.get("/_edge/health").json()
     assert health["status"] == "degraded" and health["tiers"]["redis"] is False
+
+
+def test_a_purge_while_the_purge_master_hangs_reaches_the_other_edge_once_it_answers(pair, catalog, cluster):
+    """Runs after the kill (one master is dead): the purge state's master hangs (SIGSTOP). A purge on A is
+    answered 200 within SHARE_TIMEOUT and exact on A at once; B cannot know of it while the purge state is
+    unreachable; A shares it when that master answers again (SIGCONT), within a watch interval, and B misses."""
+    a, b = pair
+    index = purge_master(cluster)
+    dead = {m for m in range(3) if not cluster.nodes[m].alive()}
+    serving = [i for i, p in enumerate(catalog["paths"]) if catalog["master"][p] not in dead | {index}]
+    (mine, theirs) = [(catalog["ids"][i], catalog["paths"][i]) for i in serving[-2:]]
+    for _, path in (mine, theirs):
+        a.get(path)
+        assert cache(b.get(path))[0] == "HIT"
+    cluster.nodes[index].pause()
+    try:
+        started = time.monotonic()
+        local_seq, answered = purge(a, {"image": [mine[0], theirs[0]]})
+        assert cache(a.get(mine[1]))[0] == "MISS"
+        time.sleep(0.5)
+        with b.client() as poll:
+            assert not has_purge(poll, local_seq)  # not shared while the purge state is unreachable
+    finally:
+        cluster.nodes[index].pause(False)
+    resumed = time.monotonic()
+    with b.client() as poll:
+        wait_until(lambda: has_purge(poll, local_seq), timeout=20, interval=0.01, message="never shared")
+    print(f"\ncluster purge made while the purge master hung: answered 200 in {answered - started:.1f} s, "
+          f"seen by B {time.monotonic() - resumed:.2f} s after the master answered again")
+    assert cache(b.get(theirs[1]))[0] == "MISS"

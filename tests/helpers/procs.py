@@ -98,6 +98,10 @@ class Proc(Child):
             self._signal(signal.SIGKILL)
             self.popen.wait(5)
 
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP (or, `paused=False`, SIGCONT), for fault tests: a process that hangs, then answers again."""
+        self._signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
 
 def redis_binary(name: str = "redis-server") -> str:
     binary = find_binary(name)
@@ -174,4 +178,5 @@ class RedisCluster:
 
     def stop(self) -> None:
         for node in self.nodes:
+            node.pause(False)  # a paused node would not see its SIGTERM
             node.stop()
