@@ -9,6 +9,7 @@ no wrong body, the other masters' keys keep hitting, and purges still reach both
 from __future__ import annotations
 
 import statistics
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from edge.identity import Requester
 from edge.keys import PUBLIC
 from edge.settings import Settings
 from edge.tiers import RedisTier
-from tests.helpers import EdgeProc, Launcher, RedisCluster, Sim, wait_until
+from tests.helpers import EdgeProc, Launcher, RedisCluster, Sim, script, wait_until
 from tests.helpers.launch import PURGE_TOKEN, WARM_TOKEN
 from tests.helpers.warm import warm
 
@@ -160,10 +161,16 @@ def test_warm_direct_fills_the_cluster_for_the_edges(sim: Sim, pair, cluster, tm
     assert cache(batch)[0] == "HIT", batch.headers
 
 
-def test_warm_direct_refuses_a_cluster_url_with_a_database(sim: Sim, tmp_path):
-    result = warm("plate", "1003", "--direct", "--redis", "redis://127.0.0.1:1/3", "--redis-cluster",
-                  "--backend", sim.url, "--journal", str(tmp_path / "j.sqlite"), "--progress", "none")
-    assert result.returncode == 2 and "database 0" in result.stderr and "Traceback" not in result.stderr
+def test_a_cluster_url_naming_a_database_is_a_usage_error(sim: Sim, tmp_path):
+    """A cluster has database 0 only: both CLIs say so in one line, exit status 2."""
+    url = "redis://127.0.0.1:1/3"
+    warmed = warm("plate", "1003", "--direct", "--redis", url, "--redis-cluster", "--backend", sim.url,
+                  "--journal", str(tmp_path / "j.sqlite"), "--progress", "none")
+    served = subprocess.run([script("edge"), "serve", "--redis", url, "--redis-cluster", "--backend", sim.url],
+                            capture_output=True, text=True, timeout=30)
+    for result in (warmed, served):
+        assert result.returncode == 2 and "database 0" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def purge_master(cluster: RedisCluster) -> int:
