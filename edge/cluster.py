@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from redis.exceptions import RedisError
-
+from .redisclient import ERRORS
 from .tiers import RedisTier, _Degradable
 
 
@@ -42,7 +41,7 @@ class ClusterTier(RedisTier):
         """The name of the master serving `key`'s slot, None before the client knows the cluster's layout."""
         try:
             node = self.client.get_node_from_key(key)
-        except RedisError:
+        except ERRORS:
             return None
         return node.name if node is not None else None
 

@@ -42,11 +42,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from redis.exceptions import RedisError
 
 from .entry import Entry
 from .kinds import ALL
-from .redisclient import connect, same_slot, subscriber
+from .redisclient import ERRORS as REDIS_ERRORS, connect, same_slot, subscriber
 
 log = logging.getLogger("edge.purge")
 WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
@@ -180,7 +179,7 @@ class PurgeRegistry:
             try:
                 async with asyncio.timeout(SHARE_TIMEOUT):
                     seq = await self._share(tags)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("purge of %s not shared with other nodes yet (Redis unavailable; retried every %.0f s "
                             "until it answers): %s", " ".join(tags), WATCH_INTERVAL, exc)
                 self.unshared.append(tags)
@@ -266,7 +265,7 @@ class PurgeRegistry:
             return
         try:
             await self._load()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not load purges from Redis: %s", exc)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._watch())]
 
@@ -295,7 +294,7 @@ class PurgeRegistry:
                     await self._received(int(seq_text), [t for t in tags.split("\t") if t])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ValueError) as exc:
+            except (*REDIS_ERRORS, ValueError) as exc:
                 log.debug("purge listener reconnecting: %s", exc)
                 attempt += 1
                 await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
@@ -307,7 +306,7 @@ class PurgeRegistry:
             try:
                 await self._check_generation()
                 await self._share_unshared()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.debug("purge state check skipped (Redis unavailable): %s", exc)
 
     async def close(self) -> None:

@@ -7,8 +7,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 Client = aioredis.Redis | RedisCluster
+# What a call to Redis may raise when Redis is down, hung or (a cluster) partly unreachable: redis-py's cluster
+# errors (no node reachable, a slot not served) are not RedisErrors.
+ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 def connect(url: str, cluster: bool, **options: Any) -> Client:

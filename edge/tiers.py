@@ -18,10 +18,9 @@ from typing import TypeVar
 import diskcache
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from .entry import CorruptEntry, Entry
-from .redisclient import connect
+from .redisclient import ERRORS as REDIS_ERRORS, connect
 
 log = logging.getLogger("edge.tiers")
 T = TypeVar("T")
@@ -241,7 +240,7 @@ class RedisTier(_Degradable):
             gate._failed(TimeoutError(f"no answer within {self.timeout} s"))
             self.last_error = gate.last_error
             return default
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             gate._failed(exc)
             self.last_error = gate.last_error
             return default
@@ -302,7 +301,7 @@ class RedisTier(_Degradable):
         except TimeoutError:
             self._failed(TimeoutError(f"no answer within {self.timeout} s"))
             return False
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             return False
         self._ok()
