@@ -22,6 +22,12 @@ carry — answered 200 and silently ignored. The rules that keep a purge a purge
   (an `all` purge at its next number), so a loss costs misses, never a stale answer;
 - keys and the channel carry a per-deployment prefix (`redis_prefix`, by default `edge:<db>:`,
   as pub/sub channels are shared by every database of a Redis server).
+- a purge Redis cannot take (down or hung) is applied here and kept; the watch loop shares it, at
+  a new number, once Redis answers.
+
+On a Redis Cluster (`redis_cluster`) the prefix is a hash tag (`{edge:0:}`): the purge state is in one
+slot, as the scripts read and write several of its keys; the channel is a classic one, which the
+cluster bus carries to every node, so a listener may subscribe on any node (docs/deploy.md).
 
 A soft purge is the same record under the tag `~<tag>`: it invalidates nothing, but an entry older
 than it is stale from the moment this process saw it (`soft_since`), answered while one refresh

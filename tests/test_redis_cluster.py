@@ -4,7 +4,8 @@ processes on it with no L0 and no L1 (so every hit is the cluster's), the sessio
 Shown end to end: an entry filled by one edge hits on the other with the backend's bytes, over keys on
 every master; a purge on one edge is seen by both (latency printed); `warm --direct --redis-cluster`
 fills the cluster for the edges; a master SIGKILLed mid-traffic costs misses for its keys only: no 5xx,
-no wrong body, the other masters' keys keep hitting, and purges still reach both edges.
+no wrong body, the other masters' keys keep hitting, and purges still reach both edges; a purge made
+while the purge state's master hangs is shared once it answers. Figures are printed (`-s`).
 """
 from __future__ import annotations
 
@@ -20,13 +21,12 @@ import httpx
 import pytest
 from redis.cluster import RedisCluster as SyncCluster
 
-from edge.keys import digest
+from edge.identity import Requester
+from edge.keys import PUBLIC, digest
 from edge.protocol import WARM_HEADER
 from edge.purge import default_prefix
 from edge.redisclient import same_slot
 from edge.request import request_for
-from edge.identity import Requester
-from edge.keys import PUBLIC
 from edge.settings import Settings
 from edge.tiers import RedisTier
 from tests.helpers import EdgeProc, Launcher, RedisCluster, Sim, script, wait_until
