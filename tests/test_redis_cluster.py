@@ -148,6 +148,22 @@ def test_a_purge_on_one_edge_is_seen_by_both(pair, catalog):
     assert max(latencies) < 2.0
 
 
+def test_fill_locks_on_the_cluster_make_one_backend_render_for_both_edges(sim: Sim, pair):
+    """60 concurrent misses of one render, half on each edge, while the backend is slow: the fill lock (SET NX
+    in the key's slot) lets one edge fetch, the others wait for its entry."""
+    a, b = pair
+    path = f"/webgateway/render_image/{sim.info['public_images'][7]}/0/0/?c=1|0:90$00FFFF&m=c"
+    before = sim.stats()["renders"].get("ms:render_image", 0)
+    sim.faults(latency_ms=300)
+    try:
+        with ThreadPoolExecutor(60) as pool:
+            responses = list(pool.map(lambda i: (a, b)[i % 2].get(path), range(60)))
+    finally:
+        sim.faults()
+    assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
+    assert sim.stats()["renders"].get("ms:render_image", 0) - before == 1
+
+
 def test_warm_direct_fills_the_cluster_for_the_edges(sim: Sim, pair, cluster, tmp_path):
     a, b = pair
     journal = str(tmp_path / "j.sqlite")
