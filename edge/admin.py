@@ -1,6 +1,7 @@
-"""`/_edge/*`: health, metrics and purge (Starlette; never on the hot path)."""
+"""`/_edge/*`: health, metrics, purge, the status page and the demo page (Starlette; never on the hot path)."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from dataclasses import dataclass
@@ -10,8 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import pages, statuspage
+from .activity import WarmActivity
 from .kinds import ALL, KINDS, tag
 from .metrics import Metrics
+from .nodemetrics import NodeMetrics
 from .protocol import WARM_HEADER
 from .purge import SOFT, PurgeRegistry
 from .settings import Settings
@@ -20,6 +24,7 @@ from .upstream import Upstream
 
 PURGE_KINDS = tuple(kind.name for kind in KINDS)
 PURGES_PAGE = 5000  # most purges one GET /_edge/purges lists
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}  # edge_upstream_breaker_state's values
 
 
 def purge_tags(spec: dict) -> list[str]:
@@ -62,35 +67,39 @@ class Shown:
     upstreams: list[Upstream]
     registry: PurgeRegistry
     metrics: Metrics
+    warm: WarmActivity | None = None  # warm-mode requests seen (the status page's warm runs)
+    node: NodeMetrics | None = None  # set when the workers of a node add their metrics up (metrics_dir)
+
+    def read_gauges(self) -> None:
+        """The gauges that are read from the tiers and breakers, not counted: set before every snapshot."""
+        m = self.metrics
+        if self.memory is not None:
+            m.tier_entries.labels("memory").set(len(self.memory))
+            m.tier_bytes.labels("memory").set(self.memory.bytes)
+            m.tier_up.labels("memory").set(1)
+        if self.disk is not None:
+            count, volume = self.disk.stats()
+            m.tier_entries.labels("disk").set(count)
+            m.tier_bytes.labels("disk").set(volume)
+            m.tier_up.labels("disk").set(int(self.disk.up))
+        if self.redis is not None:
+            m.tier_up.labels("redis").set(int(self.redis.up))
+        for pool in self.upstreams:
+            m.breaker_state.labels(pool.name).set(BREAKER_STATES[pool.breaker.state])
 
 
 def admin_app(edge: Shown) -> Starlette:
     async def health(request: Request) -> Response:
-        tiers = {"memory": edge.memory is not None}
-        if edge.disk is not None:
-            tiers["disk"] = edge.disk.up
-        if edge.redis is not None:
-            tiers["redis"] = await edge.redis.ping()
-        upstreams = {pool.name: pool.breaker.state for pool in edge.upstreams}
-        ok = all(tiers.values()) and all(state == "closed" for state in upstreams.values())
-        purges = {"seq": edge.registry.epoch(), "tags": len(edge.registry.purged)}
-        return JSONResponse({"status": "ok" if ok else "degraded", "tiers": tiers, "upstreams": upstreams,
-                             "access": edge.settings.access, "purges": purges})
+        return JSONResponse(await statuspage.health(edge))
 
     async def metrics(request: Request) -> Response:
-        m = edge.metrics
-        if edge.memory is not None:
-            m.tier_entries.labels("memory").set(len(edge.memory))
-            m.tier_bytes.labels("memory").set(edge.memory.bytes)
-            m.tier_up.labels("memory").set(1)
-        if edge.disk is not None:
-            count, volume = edge.disk.stats()
-            m.tier_entries.labels("disk").set(count)
-            m.tier_bytes.labels("disk").set(volume)
-            m.tier_up.labels("disk").set(int(edge.disk.up))
-        if edge.redis is not None:
-            m.tier_up.labels("redis").set(int(edge.redis.up))
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
+        """This process's metrics, or with metrics_dir the node's: every worker's, added up."""
+        if edge.node is not None:
+            body = await asyncio.to_thread(edge.node.render)
+        else:
+            edge.read_gauges()
+            body = edge.metrics.render()
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     async def purge(request: Request) -> Response:
         token = edge.settings.purge_token
@@ -131,4 +140,5 @@ def admin_app(edge: Shown) -> Starlette:
         Route("/_edge/metrics", metrics),
         Route("/_edge/purge", purge, methods=["POST"]),
         Route("/_edge/purges", purges),
+        *statuspage.routes(edge), *pages.routes(edge.settings),
     ])

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from .access import AccessChecker
+from .accesslog import AccessLog
 from .admin import Shown, admin_app
 from .cache import Background, TieredCache
 from .cluster import redis_tier
@@ -27,6 +28,7 @@ from .identity import Identity, SessionResolver, joined_cookies
 from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
 from .metrics import Metrics
+from .nodemetrics import NodeMetrics
 from .origin import Origin
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
@@ -50,6 +52,7 @@ HIT, MISS, STALE = CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE
 
 # Headers that make a request someone's (or the warmer's): such requests skip the anonymous hot path.
 _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
+_AUDIENCE = {True: "public", False: "user"}
 
 
 class Edge:
@@ -61,6 +64,7 @@ class Edge:
         self.transports = transports or {}
         self.metrics = Metrics()
         self.started = False
+        self.access_log: AccessLog | None = None  # the one check a request pays when the log is off
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -119,11 +123,23 @@ class Edge:
         if self.prefetch is not None:
             self.thumbnails.seen = self.prefetch.ledger.seen
         pools = list({id(p): p for p in self.upstreams.values()}.values())
-        self.admin = admin_app(Shown(s, memory, disk, redis, pools, self.registry, m))
+        if s.access_log:
+            self.access_log = AccessLog(s.access_log, s.access_log_format, self.clock)
+            self.access_log.open()
+        shown = Shown(s, memory, disk, redis, pools, self.registry, m, self.delivery.warm_seen)
+        if s.metrics_dir:
+            shown.node = NodeMetrics(s.metrics_dir, m.registry, shown.read_gauges)
+            shown.node.start()
+        self.node_metrics = shown.node
+        self.admin = admin_app(shown)
         self.started = True
 
     async def shutdown(self) -> None:
         self.background.cancel()
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.node_metrics is not None:
+            self.node_metrics.stop()
         for pool in {id(p): p for p in self.upstreams.values()}.values():
             await pool.close()
         await self.registry.close()
@@ -139,8 +155,10 @@ class Edge:
         if kind == "http":
             if scope["path"].startswith("/_edge/"):
                 await self.admin(scope, receive, send)
-            else:
+            elif self.access_log is None:
                 await self.handle(scope, receive, send)
+            else:
+                await self.access_log.serve(self.handle, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -176,6 +194,7 @@ class Edge:
         req = await self.classifier.classify(scope, headers, anonymous)
         if isinstance(req, Bypass):
             return await self.passthrough(scope, receive, send, req)
+        scope["edge.audience"] = _AUDIENCE[req.public]  # for the access log: a class, never who
         if req.route.kind is Kind.BATCH:
             return await self.thumbnails.serve(req, send, self.delivery, self.passthrough)
         await self.cached(req, send)

@@ -5,16 +5,18 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from . import nginxconf
+from . import nginxconf, nodemetrics
 from .kinds import KINDS
 from .settings import ConfigError, Settings
 
@@ -40,7 +42,23 @@ def _load(args: argparse.Namespace, *names: str) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load(args, "bind", "workers", "server", "certfile", "keyfile")
+    settings = _load(args, "bind", "workers", "server", "certfile", "keyfile", "access_log", "shutdown_timeout")
+    temporary = settings.workers > 1 and not settings.metrics_dir
+    if temporary:
+        settings.metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
+    if settings.metrics_dir:
+        try:
+            nodemetrics.wipe(settings.metrics_dir)  # the previous run's workers are not this node's
+        except OSError as exc:
+            raise ConfigError(f"metrics_dir {settings.metrics_dir}: {exc.strerror}") from None
+    try:
+        return _serve(settings)
+    finally:
+        if temporary:
+            shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     os.environ.pop("EDGE_CONFIG", None)  # everything is in EDGE_* now
     host, _, port = settings.bind.rpartition(":")
@@ -56,8 +74,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.certfile:
             kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
         # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
+        # A worker that dies is replaced (granian's default stops the whole server); its counts stay in the
+        # node's metrics (edge/nodemetrics.py).
         Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
                 workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
+                workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
+                respawn_failed_workers=True,
                 http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
                                              max_buffer_size=settings.max_header_size),
                 http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),
@@ -86,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # requests too; HTTP/2: while no stream is open). Not `read_timeout`: that one also cuts a client
         # that sends nothing while it downloads a long answer.
         config.keep_alive_timeout = settings.header_timeout
+        config.graceful_timeout = settings.shutdown_timeout
         run(config)
     return 0
 
@@ -106,6 +129,8 @@ omero-edge demo is running (Ctrl-C stops it):
   plate browser through the edge   http://127.0.0.1:{edge_port}/
   the same, straight from OMERO    http://127.0.0.1:{sim_port}/   (simulated OMERO.web, {args.scale} data set)
   edge health / metrics            http://127.0.0.1:{edge_port}/_edge/health   /_edge/metrics
+  the edge's status page           http://127.0.0.1:{edge_port}/_edge/
+  each request's answer, live      http://127.0.0.1:{edge_port}/_edge/demo?backend=http://127.0.0.1:{sim_port}
   try: curl -sI http://127.0.0.1:{edge_port}/webgateway/render_thumbnail/1000001/ | grep -i x-edge
 """, flush=True)
         while sim.poll() is None and edge.poll() is None:
@@ -189,6 +214,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import as_dicts, render, run_checks
+
+    rows = run_checks(_load(args))
+    print(json.dumps(as_dicts(rows), indent=1) if args.json else render(rows))
+    return 1 if any(r.status == "fail" for r in rows) else 0
+
+
 def markdown_table(settings: Settings) -> str:
     """The README's settings table (a test keeps the README equal to it)."""
     rows = ["| setting (`EDGE_…` variable) | default | meaning |", "|---|---|---|"]
@@ -209,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="granian (default: Rust HTTP/1.1+HTTP/2, fastest) or hypercorn (pure Python)")
     p.add_argument("--certfile", help="TLS certificate: HTTP/2 over TLS with ALPN")
     p.add_argument("--keyfile", help="TLS key (PKCS#8 PEM)")
+    p.add_argument("--access-log", help="access log: a file path, or - for stdout (default: off)")
+    p.add_argument("--shutdown-timeout", type=float, help="seconds in-flight requests have on SIGTERM (default 30)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="simulated OMERO + edge + disk cache, no Redis needed")
@@ -238,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("doctor", help="check the settings against OMERO.web, the microservice, Redis and the disk",
+                       description="Exit status 0 when every check passes or is skipped, 1 when one fails.",
+                       epilog=EPILOG)
+    _settings_options(p)
+    p.add_argument("--json", action="store_true", help="the results as JSON")
+    p.set_defaults(func=cmd_doctor)
 
     nginxconf.add_parser(sub)
     return parser

@@ -7,6 +7,7 @@ import gzip
 from collections.abc import Awaitable, Callable
 
 from . import jsonp
+from .activity import WarmActivity
 from .entry import Entry
 from .metrics import Metrics
 from .protocol import WarmAnswer
@@ -22,6 +23,7 @@ class Delivery:
     def __init__(self, metrics: Metrics, clock: Clock) -> None:
         self.metrics = metrics
         self.clock = clock
+        self.warm_seen = WarmActivity(clock)  # the status page's warm runs in progress
 
     async def respond(self, req: Request, send: Send, entry: Entry, status: CacheStatus, tier: str,
                       max_age: int | None = None) -> None:
@@ -86,6 +88,8 @@ class Delivery:
             status, body = exc.status, exc.body()
         else:
             status, body = 504, b"omero-edge: timed out waiting for another request's fill\n"
+        if req.warm is not None:
+            self.metrics.warm_requests.labels("error").inc()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", str(len(body)).encode()), (b"x-edge-cache", b"MISS"),
@@ -94,6 +98,8 @@ class Delivery:
 
     async def warm(self, send: Send, status: CacheStatus, entry: Entry, tier: str, **batch: int) -> None:
         """Warm mode answers with the cache status, not the body."""
+        self.warm_seen.add()
+        self.metrics.warm_requests.labels(status.value.lower()).inc()
         body = WarmAnswer(status.value, entry.status, entry.stored_ok or status is CacheStatus.HIT, tier,
                           len(entry.body), entry.stored, **batch).encode()
         await send({"type": "http.response.start", "status": 200,

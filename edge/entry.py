@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -18,7 +20,12 @@ from .protocol import JSON_TYPES
 
 _TEXT_TYPES = JSON_TYPES + ("text/html",)  # the webclient's panels are HTML (docs/browse.md)
 
-MAGIC = b"OE1\n"
+# The record's format version, in its first bytes: bump it whenever the layout or the meaning of a field
+# changes. A record of another version (an older or newer edge sharing the disk or Redis tier, across an
+# upgrade or a rollback) reads as a miss and is replaced by the next fill: never an error, never its bytes.
+FORMAT_VERSION = 1
+MAGIC = b"OE%d\n" % FORMAT_VERSION
+_ANY_MAGIC = re.compile(rb"OE(\d{1,4})\n")
 
 # Headers from the backend worth replaying. Never Set-Cookie, never Vary (Django's Vary: Cookie).
 KEPT_HEADERS = frozenset({b"content-type", b"content-disposition", b"x-omero-apiversion", b"content-language"})
@@ -37,6 +44,17 @@ _END_MARKERS = {"image/jpeg": b"\xff\xd9", "image/png": b"IEND\xaeB`\x82"}
 
 class CorruptEntry(ValueError):
     """A stored record that fails its checks: treat as a miss and remove it."""
+
+    level = logging.WARNING  # how the tiers log its removal
+    what = "corrupt"
+
+
+class OtherVersion(CorruptEntry):
+    """A record of another FORMAT_VERSION, or a value no version writes (pickled): expected after an upgrade
+    or a rollback, so logged quietly."""
+
+    level = logging.INFO
+    what = "other-format"
 
 
 def body_matches_type(content_type: str, body: bytes) -> bool:
@@ -111,12 +129,18 @@ class Entry:
     @classmethod
     def loads(cls, data: bytes, key: str | None = None) -> Entry:
         """Parse and verify; raises CorruptEntry for anything short, altered or for another key."""
+        if not isinstance(data, bytes):
+            raise OtherVersion(f"not an entry record ({type(data).__name__})")
+        if not data.startswith(MAGIC):
+            other = _ANY_MAGIC.match(data)
+            if other:
+                raise OtherVersion(f"format version {other[1].decode()}, this edge reads {FORMAT_VERSION}")
+            raise CorruptEntry("bad magic")
         try:
-            if not data.startswith(MAGIC):
-                raise CorruptEntry("bad magic")
-            n = int.from_bytes(data[4:8], "big")
-            head = json.loads(data[8:8 + n])
-            body = data[8 + n:]
+            start = len(MAGIC) + 4
+            n = int.from_bytes(data[len(MAGIC):start], "big")
+            head = json.loads(data[start:start + n])
+            body = data[start + n:]
             if len(body) != head["n"] or zlib.crc32(body) != head["c"]:
                 raise CorruptEntry("body length or checksum mismatch")
             if key is not None and head["k"] != key:

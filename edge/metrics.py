@@ -1,4 +1,4 @@
-"""Prometheus metrics of one edge process (each server worker reports its own)."""
+"""Prometheus metrics of one edge process; edge/nodemetrics.py adds up the workers of a node."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -61,6 +61,11 @@ class Metrics:
         self.prefetch_in_flight = Gauge("edge_prefetch_in_flight", "Prefetch requests in flight upstream.",
                                         registry=r)
         self.access_checks = Counter("edge_access_checks_total", "Read checks sent to the backend.", ["result"],
+                                     registry=r)
+        self.breaker_state = Gauge("edge_upstream_breaker_state", "Circuit breaker per upstream: 0 closed, "
+                                   "1 half-open, 2 open.", ["upstream"], registry=r)
+        self.warm_requests = Counter("edge_warm_requests_total", "Warm-mode requests (the warmer's), by result "
+                                     "(hit, miss, stale: the cache status; error: the upstream failed).", ["result"],
                                      registry=r)
 
     def render(self) -> bytes:

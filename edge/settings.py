@@ -51,6 +51,15 @@ class Settings:
                                 "(431) or the connection closed.", 64 * 1024)
     header_timeout: float = _doc("Seconds a client has to send a request's headers (slow clients are "
                                  "disconnected; granian).", 10.0)
+    access_log: str = _doc("Access log: empty = off, `-` = stdout (journald), else a file path, reopened when "
+                           "SIGHUP respawns the workers (docs/deploy.md).", "")
+    access_log_format: Literal["json", "combined"] = _doc(
+        "Access log lines: JSON, or nginx's combined format followed by the edge's fields as name=value.", "json")
+    shutdown_timeout: float = _doc("Seconds in-flight requests have to finish on SIGTERM (new connections get no "
+                                   "answer from then on); then the workers are killed.", 30.0)
+    metrics_dir: str = _doc("Node-local directory where the workers write their metrics for /_edge/metrics to add "
+                            "up (`edge serve` empties it at start); empty = a fresh temporary one when workers > 1 "
+                            "(docs/deploy.md, Metrics).", "")
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
@@ -171,6 +180,10 @@ class Settings:
             raise ConfigError("max_header_size must be at least 8192")
         if self.header_timeout <= 0:
             raise ConfigError("header_timeout must be positive")
+        if self.shutdown_timeout <= 0:
+            raise ConfigError("shutdown_timeout must be positive")
+        if self.access_log not in ("", "-") and not os.path.isdir(os.path.dirname(os.path.abspath(self.access_log))):
+            raise ConfigError(f"access_log {self.access_log}: no such directory")
         if self.redis_timeout <= 0:
             raise ConfigError("redis_timeout must be positive")
         if self.redis_cluster:

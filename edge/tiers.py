@@ -134,6 +134,17 @@ class _Degradable:
             self.last_error = ""
 
 
+class RecordDisk(diskcache.Disk):
+    """diskcache's storage that never unpickles: entries are bytes (and locks strings), so a pickled value
+    (another program's or version's, in a shared directory) reads as an empty record, a miss — never code
+    run, never an exception that would take the tier down."""
+
+    def fetch(self, mode: int, filename: str, value: object, read: bool) -> object:
+        if mode == diskcache.core.MODE_PICKLE:
+            return b""
+        return super().fetch(mode, filename, value, read)
+
+
 class DiskTier(_Degradable):
     """L1: diskcache on a directory shared by the node's workers (SQLite index + files, atomic writes)."""
 
@@ -143,7 +154,7 @@ class DiskTier(_Degradable):
         super().__init__()
         self.directory = directory
         self.cache = diskcache.Cache(directory, size_limit=size_limit, eviction_policy="least-recently-used",
-                                     disk_min_file_size=64 * 1024, statistics=False)
+                                     disk_min_file_size=64 * 1024, statistics=False, disk=RecordDisk)
 
     def get(self, digest: str, key: str) -> Entry | None:
         if not self.usable():
@@ -159,7 +170,7 @@ class DiskTier(_Degradable):
         try:
             return Entry.loads(raw, key)
         except CorruptEntry as exc:
-            log.warning("corrupt disk entry %s removed: %s", digest, exc)
+            log.log(exc.level, "%s disk entry %s removed: %s", exc.what, digest, exc)
             self.delete(digest)
             return None
 
@@ -273,7 +284,7 @@ class RedisTier(_Degradable):
                 try:
                     entry = Entry.loads(raw, key)
                 except CorruptEntry as exc:
-                    log.warning("corrupt redis entry %s removed: %s", digest, exc)
+                    log.log(exc.level, "%s redis entry %s removed: %s", exc.what, digest, exc)
                     await self.delete(digest)
             out.append(entry)
         return out

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .accesslog import UpstreamTimer
 from .settings import Settings
 
 log = logging.getLogger("edge.upstream")
@@ -153,7 +154,7 @@ class Upstream:
             raise UpstreamError(self.name, 502, "unavailable (circuit open)")
         idempotent = method in ("GET", "HEAD") and content is None
         attempts = 1 + (self.retries if idempotent else 0)
-        async with self.limit:
+        async with self.limit, UpstreamTimer():  # the access log's upstream time, from here to the answer
             for attempt in range(attempts):
                 target = self._pick()
                 req = self.client.build_request(method, target.url + "/", headers=headers, content=content,

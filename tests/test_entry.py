@@ -48,3 +48,28 @@ def test_placeholder_png_labelled_jpeg_is_not_final():
 def test_etag_is_content_hash():
     assert make().etag == make().etag
     assert make().etag != make(JPEG + b"y").etag
+
+
+def test_other_format_versions_are_told_from_corruption():
+    from edge.entry import FORMAT_VERSION, MAGIC, OtherVersion
+
+    raw = make().dumps()
+    assert raw.startswith(MAGIC) and MAGIC == b"OE%d\n" % FORMAT_VERSION
+    for other in (b"OE%d\n" % (FORMAT_VERSION + 1) + raw[len(MAGIC):], b"OE0\n" + raw[len(MAGIC):], {"old": 1}, "x"):
+        with pytest.raises(OtherVersion):
+            Entry.loads(other, "k")
+    for garbage in (b"", b"OEx\n" + raw[4:], b"\x00" * 40):
+        with pytest.raises(CorruptEntry) as caught:
+            Entry.loads(garbage, "k")
+        assert not isinstance(caught.value, OtherVersion)
+
+
+def test_disk_tier_never_unpickles(tmp_path):
+    from edge.tiers import DiskTier
+
+    tier = DiskTier(str(tmp_path), 2**20)
+    tier.cache.set("d", {"a pickled": "object"})
+    assert tier.get("d", "k") is None and "d" not in tier.cache  # a miss, removed
+    tier.set_many([("d", make())])
+    assert tier.get("d", "k").body == JPEG
+    tier.close()

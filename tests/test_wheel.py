@@ -93,12 +93,13 @@ def away_from_the_source(installed: Installed, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_packages_and_data_come_from_the_wheel(installed: Installed) -> None:
-    probe = ("import importlib.util, edge, warm, bench, bench.browser; "
-             "print(edge.__file__, warm.__file__, bench.__file__, bench.browser.PAGE); "
+    probe = ("import importlib.util, edge, edge.pages, warm, bench, bench.browser; "
+             "print(edge.__file__, warm.__file__, bench.__file__, edge.pages.DEMO_PAGE, bench.browser.PAGE); "
              "print(*(importlib.util.find_spec(m) for m in ('trustme', 'matplotlib', 'psycopg')))")
     files, extras = installed.run("python", "-c", probe).stdout.splitlines()
     assert all(Path(f).is_relative_to(installed.site) and Path(f).is_file() for f in files.split()), files
-    assert files.split()[-1] == str(installed.site / "bench" / "static" / "plate.html")
+    assert files.split()[-2:] == [str(installed.site / "edge" / "static" / "demo.html"),
+                                  str(installed.site / "bench" / "static" / "plate.html")]
     assert extras == "None None None"
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from . import follow
+from . import follow, queue_cli
 from .dates import BadDate, parse_date
 from .enumerate_api import ApiClient, ApiSource, SourceError
 from .journal import Journal, default_path
@@ -35,7 +35,7 @@ from .tiles import VIEWERS, BadLevels, parse_levels
 EXIT_FAILURES, EXIT_FATAL, EXIT_USAGE, EXIT_INTERRUPTED = 3, 1, 2, 130
 DEFAULT_EDGE = "http://127.0.0.1:8080"
 SCOPED = ("screen", "plate", "project", "dataset")
-COMMANDS = ("thumbnails", "metadata", "all", *SCOPED, "images", "tiles", "status", "follow")
+COMMANDS = ("thumbnails", "metadata", "all", *SCOPED, "images", "tiles", "status", "follow", "worker")
 
 
 class UsageError(Exception):
@@ -120,6 +120,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                      help="auto: a live bar on a terminal, a line every --progress-interval seconds otherwise")
     out.add_argument("--progress-interval", type=float, default=10.0, metavar="S",
                      help="seconds between progress lines (default 10)")
+    queue_cli.add_options(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -157,11 +158,13 @@ def parser() -> argparse.ArgumentParser:
                    help="whose URLs (repeat): iviewer (default: tiles, or the plane), classic (webgateway "
                         "img_detail: the plane, q=0.9), preview (the webclient's preview panel: the plane)")
     follow.add_parser(sub, _common)
+    queue_cli.add_worker_parser(sub)
     s = sub.add_parser("status", help="Totals, failures and duration of a run.",
                        description="Totals and percentages of OK / Skip / Fail, the failures and the duration of a run.")
     s.add_argument("run", nargs="?", default="last", metavar="RUN", help="run id or prefix (default: the newest)")
     s.add_argument("--journal", metavar="PATH", help=f"journal file (default {default_path()})")
     s.add_argument("--failures", type=int, default=50, metavar="N", help="list at most N failures (default 50)")
+    queue_cli.add_status_options(s)
     return p
 
 
@@ -234,6 +237,8 @@ class Run:
         if args.rate is not None and args.rate <= 0:
             raise UsageError("--rate must be positive")
         self.edge = _url(args.edge, "--edge")
+        if args.queue:
+            queue_cli.check_run(args)
         if args.direct:
             from edge.settings import ConfigError, Settings
             try:
@@ -244,7 +249,7 @@ class Run:
             self.backend = _url(args.backend or self.settings.backend[0], "--backend")
             if not self.redis_url:
                 raise UsageError("--direct needs --redis URL (the edges' L2 Redis)")
-        elif not args.token and not args.dry_run:
+        elif not args.token and not (args.dry_run or args.queue):  # a queue's workers bring the token
             raise UsageError("warming through the edge needs its warm token: --token or EDGE_WARM_TOKEN "
                              "(or use --direct)")
         self.api_base = _url(args.api, "--api") if args.api else self.backend if args.direct else self.edge
@@ -295,8 +300,9 @@ async def _warm(run: Run) -> int:
     a = run.args
     # A listing that fails loses a whole object, so listings get at least 3 retries whatever --retries says.
     api = ApiClient(run.api_base, host=run.host, retries=max(a.retries, 3), timeout=a.timeout)
-    journal = None if a.dry_run else _resolve_journal(a.journal)
-    target = None if a.dry_run else run.target()
+    local = not (a.dry_run or a.queue)
+    journal = _resolve_journal(a.journal) if local else None
+    target = run.target() if local else None
     source = None
     state, code = "failed", EXIT_FATAL
     try:
@@ -305,6 +311,8 @@ async def _warm(run: Run) -> int:
         source = await run.source(api)
         if run.planner.browsing:
             run.planner.group(await learn_group(api))
+        if a.queue and not a.dry_run:
+            return await queue_cli.enqueue(run, source, api)
         info = journal.start(run.argv, str(run.shard), a.resume) if journal else None
         reporter = Reporter(run.counters, "none" if a.dry_run else a.progress, a.progress_interval)
 
@@ -443,11 +451,13 @@ def main(argv: list[str] | None = None) -> int:
             argv = _resume_argv(argv)
         args = parser().parse_args(argv)
         if args.command == "status":
-            return _status(args)
+            return queue_cli.status_main(args) if args.queue else _status(args)
+        if args.command == "worker":
+            return queue_cli.worker_main(args)
         if args.command == "follow":
             return _follow(args)
         run = Run(args, argv)
-    except (UsageError, BadShard, BadDate, BadLevels) as exc:
+    except (UsageError, BadShard, BadDate, BadLevels, queue_cli.QueueUsage) as exc:
         print(f"warm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _run_async(run)

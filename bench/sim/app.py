@@ -18,15 +18,10 @@ from bench.sim import annotations, api, iviewer, ms, pages, panels, simroutes, t
 from bench.sim.config import SimConfig
 from bench.sim.http import routes
 from bench.sim.state import Sim
+from edge.pages import jquery_file
 
 PLATE_PAGE = Path(__file__).parent / "static" / "plate.html"
 JQUERY_URL = "/static/jquery.min.js"      # the plate page's <script src>
-
-
-def jquery_file() -> Path:
-    """jquery.min.js of the installed xstatic-jquery package (the plate pages load it; never copied here)."""
-    import xstatic.pkg.jquery as xjq
-    return Path(xjq.BASE_DIR) / "jquery.min.js"
 
 
 async def _jquery(_: Request) -> FileResponse:
