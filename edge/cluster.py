@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+from redis.asyncio.cluster import RedisCluster
+
 from .redisclient import ERRORS
 from .tiers import RedisTier, _Degradable
 
@@ -76,6 +78,14 @@ class ClusterTier(RedisTier):
         written = await asyncio.gather(*(super(ClusterTier, self)._write([items[i] for i in indexes])
                                          for indexes in groups.values()))
         return all(written)
+
+    async def size(self) -> tuple[int | None, int | None]:
+        """Keys and used memory summed over the masters (None while one does not answer)."""
+        async def ask() -> tuple[int, int]:
+            memory = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return (await self.client.dbsize(target_nodes=RedisCluster.PRIMARIES),
+                    sum(node["used_memory"] for node in memory.values()))
+        return await self.call(ask, (None, None))
 
     async def ping(self) -> bool:
         """Every master answers (a dead one makes the tier `degraded` in health, though its peers serve)."""

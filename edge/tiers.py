@@ -304,6 +304,12 @@ class RedisTier(_Degradable):
     async def delete(self, digest: str) -> None:
         await self.call(lambda: self.client.delete(self.prefix + digest), None, self.prefix + digest)
 
+    async def size(self) -> tuple[int | None, int | None]:
+        """Keys in the L2 database and Redis's used memory (the whole server's: entries are most of it)."""
+        async def ask() -> tuple[int, int]:
+            return await self.client.dbsize(), (await self.client.info("memory"))["used_memory"]
+        return await self.call(ask, (None, None))
+
     async def ping(self) -> bool:
         """Asks Redis whatever the backoff says (health checks): an answer brings the tier back."""
         try:

@@ -120,6 +120,9 @@ def test_a_fill_on_one_edge_hits_on_the_other_on_every_master(pair, catalog, clu
           f"(keys per master {dict(sorted(per_master.items()))}); Redis memory per thumbnail entry: "
           f"mean {statistics.mean(sizes):.0f} B for mean body {statistics.mean(bodies):.0f} B")
     assert hits == len(catalog["paths"])
+    status = a.get("/_edge/status.json").json()
+    redis_row = next(row for row in status["tiers"] if row["tier"] == "redis")
+    assert redis_row["state"] == "up" and redis_row["entries"] >= len(catalog["paths"])  # summed over the masters
 
 
 def purge_latency(a: EdgeProc, b: EdgeProc, catalog: dict, pick: list[int]) -> float:
