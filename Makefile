@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests drive for real: binary -> package
-SYSTEM_DEPS = nginx:nginx h2load:nghttp2-client redis-server:redis-server curl:curl initdb:postgresql chromium:chromium
+SYSTEM_DEPS = nginx:nginx h2load:nghttp2-client redis-server:redis-server curl:curl initdb:postgresql chromium:chromium systemd-analyze:systemd
 
 .PHONY: demo test install system-deps nginx-examples clean
 
@@ -29,11 +29,11 @@ demo: install
 	$(BIN)/edge demo
 
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations 25
 
-# Re-renders the example configs in nginx/ with the commands listed in nginx/README.md.
+# Re-renders the example configs in nginx/ and deploy/compose/nginx/ with the commands listed in their READMEs.
 nginx-examples: install
-	grep '^edge nginx-conf ' nginx/README.md | PATH="$(CURDIR)/$(BIN):$$PATH" sh -ex
+	cat nginx/README.md deploy/compose/README.md | grep '^edge nginx-conf ' | PATH="$(CURDIR)/$(BIN):$$PATH" sh -ex
 
 clean:
 	rm -rf $(VENV) build *.egg-info

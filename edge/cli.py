@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from . import nginxconf, nodemetrics
+from . import nginxconf, watchcmd, nodemetrics
 from .kinds import KINDS
 from .settings import ConfigError, Settings
+from .tomlconf import sample_toml
 
 EPILOG = "Settings come from defaults < --config TOML (or EDGE_CONFIG) < EDGE_* variables < options; " \
          "`edge config` lists them all."
@@ -204,10 +205,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = _load(args, "watch_db", "watch_edges", "watch_state")
+    return watchcmd.run(settings, args.start, args.once, args.metrics_bind)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     if args.markdown:
         print(markdown_table(Settings()))
+        return 0
+    if args.toml:
+        print(sample_toml(Settings()), end="")
         return 0
     for name, value, doc in settings.doc_rows():
         print(f"{name:24} {value:32} {doc}")
@@ -272,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print every setting with its value and meaning")
     _settings_options(p)
     p.add_argument("--markdown", action="store_true", help="as the README's Markdown table (defaults only)")
+    p.add_argument("--toml", action="store_true", help="as a sample TOML config, every setting commented with its "
+                   "meaning and default (deploy/edge.toml)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("doctor", help="check the settings against OMERO.web, the microservice, Redis and the disk",
@@ -281,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the results as JSON")
     p.set_defaults(func=cmd_doctor)
 
+    watchcmd.add_parser(sub, _settings_options, EPILOG).set_defaults(func=cmd_watch)
     nginxconf.add_parser(sub)
     return parser
 

@@ -115,6 +115,19 @@ class Settings:
                           "after imgData / iviewer's image_data, iviewer's first view (edge/prefetch.py).", False)
     prefetch_share: float = _doc("Fraction of upstream_concurrency prefetches may hold per upstream; a prefetch "
                                  "also needs a free slot, else it is skipped (never queued).", 0.25)
+    # edge watch (docs/watch.md)
+    watch_db: str = _doc("OMERO's PostgreSQL (postgresql://user@host/omero) whose eventlog `edge watch` follows; "
+                         "a read-only user is enough.", "")
+    watch_interval: float = _doc("Seconds `edge watch` waits between polls once it has caught up.", 1.0)
+    watch_batch: int = _doc("Most eventlog rows `edge watch` reads and purges at once (a burst is read batch "
+                            "after batch without waiting).", 5000)
+    watch_gap_seconds: float = _doc("Seconds an eventlog id skipped over (its transaction not yet committed) is "
+                                    "asked for again before it is given up as rolled back.", 600.0)
+    watch_state: str = _doc("File keeping `edge watch`'s position; empty = in Redis (redis_url), else "
+                            "<cache_dir>/watch.position.", "")
+    watch_edges: list[str] = _doc("Edge URLs `edge watch` sends its purges to (POST /_edge/purge, purge_token); "
+                                  "empty = written into the purge state of cache_dir / redis_url, as `edge purge` "
+                                  "does.", [])
 
     def __post_init__(self) -> None:
         self.validate()
@@ -194,6 +207,10 @@ class Settings:
             raise ConfigError(f"prefetch_share must be a fraction in (0, 1] (got {self.prefetch_share})")
         if self.upstream_concurrency < 1:
             raise ConfigError("upstream_concurrency must be at least 1")
+        if self.watch_batch < 1 or self.watch_interval <= 0:
+            raise ConfigError("watch_batch must be at least 1 and watch_interval positive")
+        if self.watch_db and urlsplit(self.watch_db).scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"watch_db must be a postgresql:// URL (got {safe_url(self.watch_db)!r})")
         if self.access == "verified" and not self.session_redis_url:
             raise ConfigError("access = verified needs session_redis_url (where OMERO.web keeps its sessions)")
 

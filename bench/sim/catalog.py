@@ -13,6 +13,7 @@ from functools import cached_property, lru_cache
 from typing import Iterator
 
 from bench.sim.changes import Changes
+from bench.sim.omerodb import Journal
 
 IMAGE_BASE = 1_000_001
 ROI_BASE = 4_000_000          # roi id = ROI_BASE + image id
@@ -223,6 +224,7 @@ class Catalog:
     datasets: dict[int, Dataset]          # includes orphan runs (orphan=True)
     rdef_seeds: list[tuple[int, int, str]] = field(default_factory=list)  # (image id, user id, SEED_STYLES key)
     changes: Changes = field(default_factory=Changes)  # what writes did since start (changes.py)
+    journal: Journal = field(default_factory=Journal)  # where writes are recorded as OMERO does (--db)
 
     def __post_init__(self) -> None:
         self.acquisitions = {a.id: a for p in self.plates.values() for a in p.acquisitions}

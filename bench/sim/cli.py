@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="HTTP server; both speak HTTP/1.1 and h2c with prior knowledge")
     p.add_argument("--job-delay", type=float, default=0.0, metavar="SECONDS",
                    help="chgrp/chown/delete jobs take effect this long after their answer (default: at once)")
+    p.add_argument("--db", default=None, metavar="DSN",
+                   help="record every write in this PostgreSQL as OMERO does (eventlog, event and the rows that "
+                        "locate it), for `edge watch` (bench/sim/omerodb.py)")
     p.set_defaults(run=run)
 
 
@@ -71,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
                        session_cookie=args.session_cookie, cookie_age=args.cookie_age, thumb_size=args.thumb_size,
                        thumbnails_batch=args.thumbnails_batch, use_x_forwarded_host=args.use_x_forwarded_host,
                        secure_proxy_ssl_header=args.secure_proxy_ssl_header, server=args.server,
-                       job_delay=args.job_delay)
+                       job_delay=args.job_delay, db=args.db)
     return serve(config)

@@ -22,3 +22,4 @@ class SimConfig:
     secure_proxy_ssl_header: tuple[str, str] | None = None   # omero.web.secure_proxy_ssl_header (header, value)
     server: str = "granian"
     job_delay: float = 0.0                              # seconds before a chgrp/chown/delete job takes effect
+    db: str | None = None                               # PostgreSQL where writes are journaled as OMERO does

@@ -102,13 +102,17 @@ Check = Callable[[Obj], bool]
 
 
 def _job(cat: Catalog, user: User, kind: str, ids: list[int], allowed: Check,
-         apply: Callable[[str, Obj], None]) -> bool:
-    """Run one job over `ids` of `kind`: every object readable, allowed and whole, else nothing changes."""
+         apply: Callable[[str, Obj], None], action: str = "UPDATE") -> bool:
+    """Run one job over `ids` of `kind`: every object readable, allowed and whole, else nothing changes.
+    What it changed is journaled (omerodb.py) as OMERO's graph requests log it: each object, each image."""
     objs = [readable(cat, user, kind, i) for i in ids]
     if not objs or any(o is None or _splits_fileset(kind, o) or not allowed(o) for o in objs):
         return False
+    images = [img for obj in objs for img in images_in(cat, kind, obj)]
     for obj in objs:
         apply(kind, obj)
+    changed = [(kind, obj.id) for obj in objs if kind != "image"]
+    cat.journal.objects(action, changed, images, user.id, objs[0].group_id)
     return True
 
 
@@ -153,4 +157,4 @@ def delete(cat: Catalog, user: User, kind: str, ids: list[int], child: bool) -> 
         cat.changes.deleted.add((k, obj.id))
         if not isinstance(obj, Image):
             cat.remove(cat.containers(obj).get(obj.id, obj))
-    return _job(cat, user, kind, ids, allowed, apply)
+    return _job(cat, user, kind, ids, allowed, apply, "DELETE")

@@ -133,6 +133,7 @@ class RDefStore:
         kept (quantization and inversion included) except projection and `ia`; `z`/`t` are 1-based."""
         rdef = self.compose(image, user_id, params)
         self._saved[(image.id, user_id)] = rdef
+        self.catalog.journal.rendering(image, rdef.id, user_id)
         return rdef
 
     def compose(self, image: Image, user_id: int, params: Mapping[str, str]) -> RDef:
@@ -149,6 +150,7 @@ class RDefStore:
         self._saved[(image.id, user_id)] = replace(rdef, id=self._id_for(image, user_id), owner_id=user_id,
                                                    default_z=min(rdef.default_z, px.size_z - 1),
                                                    default_t=min(rdef.default_t, px.size_t - 1))
+        self.catalog.journal.rendering(image, self._saved[(image.id, user_id)].id, user_id)
 
     def paste(self, image: Image, user_id: int, source: RDef) -> bool:
         """applySettingsToSet for one image: the source's settings become the user's own when the channel
@@ -163,6 +165,7 @@ class RDefStore:
         owner's); for the owner that is the computed default again."""
         if user_id == image.owner_id:
             self._saved.pop((image.id, user_id), None)
+            self.catalog.journal.rendering(image, DEFAULT_RDEF_BASE + image.id, user_id)
         else:
             self._keep(image, user_id, default_rdef(image))
 

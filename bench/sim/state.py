@@ -7,6 +7,7 @@ from bench.sim.capacity import Pool
 from bench.sim.catalog import Catalog
 from bench.sim.config import SimConfig
 from bench.sim.faults import Faults
+from bench.sim.omerodb import journal
 from bench.sim.presets import build
 from bench.sim.pyramids import Pyramids
 from bench.sim.rendering import RDefStore
@@ -28,6 +29,7 @@ class Sim:
     @classmethod
     def from_config(cls, config: SimConfig) -> Sim:
         catalog = build(config.scale)
+        catalog.journal = journal(config.db)
         return cls(config, catalog, RDefStore(catalog),
                    Sessions(catalog, config.session_cookie, config.cookie_age, config.thumb_size,
                             config.redis_url),

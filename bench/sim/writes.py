@@ -176,6 +176,7 @@ def set_channel_names(ctx: Ctx, ptype: str, pid: int, names: dict[int, str], cha
         raise server_error()
     for img in updated:
         ctx.catalog.changes.channel_names.setdefault(img.id, {}).update({i - 1: n for i, n in names.items()})
+    ctx.catalog.journal.channels(updated, [i - 1 for i in names], ctx.user.id)
     return {"imageCount": len(images) if kind != "image" else 1, "updateCount": len(updated)}
 
 
