@@ -18,6 +18,7 @@ from .access import AccessChecker
 from .accesslog import AccessLog
 from .admin import Shown, admin_app
 from .cache import Background, TieredCache
+from .cluster import redis_tier
 from .coalesce import ThumbnailCoalescer
 from .decision import Action, Freshness, stale_on_error
 from .deliver import Delivery
@@ -39,7 +40,7 @@ from .routes import Kind, Upstream
 from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
-from .tiers import DiskTier, MemoryTier, RedisTier
+from .tiers import DiskTier, MemoryTier
 from .upstream import Upstream as UpstreamPool, UpstreamError
 from .writes import WriteEffects
 
@@ -77,15 +78,15 @@ class Edge:
                 disk = DiskTier(s.cache_dir, s.disk_size)
             except Exception as exc:  # noqa: BLE001 - a full or broken directory must not stop the edge
                 log.warning("disk tier %s unavailable at start-up, running without L1: %s", s.cache_dir, exc)
-        redis = RedisTier(s.redis_url, s.redis_max_body, s.redis_timeout) if s.redis_url else None
+        redis = redis_tier(s.redis_url, s.redis_max_body, s.redis_timeout, s.redis_cluster) if s.redis_url else None
         if redis is not None and not await redis.ping():
             log.warning("Redis tier %s is not reachable at start-up; running without it until it is",
                         safe_url(s.redis_url))
         try:
-            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url, s.redis_prefix, self.clock)
+            self.registry = PurgeRegistry(s.cache_dir or None, s.redis_url, s.redis_prefix, self.clock, s.redis_cluster)
         except OSError as exc:
             log.warning("purge log in %s unavailable at start-up, purges stay in this process: %s", s.cache_dir, exc)
-            self.registry = PurgeRegistry(None, s.redis_url, s.redis_prefix, self.clock)
+            self.registry = PurgeRegistry(None, s.redis_url, s.redis_prefix, self.clock, s.redis_cluster)
         await self.registry.start()
         web = UpstreamPool("omero-web", s.backend, s, self.transports.get(Upstream.WEB))
         ms = UpstreamPool("omero-ms", s.ms, s, self.transports.get(Upstream.MS)) if s.ms else web

@@ -31,13 +31,14 @@ def _settings_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ms", action="append", help="omero-ms-image-region base URL (repeat for several)")
     p.add_argument("--cache-dir", help="L1 disk tier directory ('' turns it off)")
     p.add_argument("--redis", dest="redis_url", help="L2 Redis tier URL, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--redis-cluster", action="store_true", default=None, help="--redis names a Redis Cluster node")
     p.add_argument("--session-redis", dest="session_redis_url", help="Redis holding OMERO.web's sessions")
     p.add_argument("--access", choices=["public-only", "verified"], help="who the cache serves (see README)")
 
 
 def _load(args: argparse.Namespace, *names: str) -> Settings:
     overrides = {name: getattr(args, name, None) for name in
-                 ("backend", "ms", "cache_dir", "redis_url", "session_redis_url", "access", *names)}
+                 ("backend", "ms", "cache_dir", "redis_url", "redis_cluster", "session_redis_url", "access", *names)}
     return Settings.load(args.config, **overrides)
 
 
@@ -191,7 +192,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
         settings = _load(args)
 
         async def run() -> dict:
-            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix)
+            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix,
+                                     cluster=settings.redis_cluster)
             try:
                 tags, soft = purge_tags(spec), purge_soft(spec)
                 return {"purged": tags, "soft": soft, "seq": await registry.purge(tags, soft=soft)}

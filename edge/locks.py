@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from .entry import CorruptEntry, Entry
 from .tiers import DiskTier, RedisTier
 
 RESULT_TTL = 3.0  # seconds a non-storable answer stays readable for remote waiters
+LOCK, RESULT = "edge:lock:", "edge:res:"  # key prefixes in L2's Redis
+T = TypeVar("T")
 
 
 class RedisLock:
@@ -24,31 +28,35 @@ class RedisLock:
         self.tier = tier
         self.owner = f"{owner}@{socket.gethostname()}:{os.getpid()}"
 
+    async def _on(self, key: str, command: Callable[[str], Awaitable[T]], default: T) -> T:
+        """`command(key)` through the tier (so on a cluster, `key`'s node decides whether it is tried)."""
+        return await self.tier.call(lambda: command(key), default, key)
+
     async def acquire(self, digest: str, ttl: float) -> bool:
         # SET NX answers None when someone holds the lock; without Redis there is no shared lock: fill
         # here rather than wait for nobody.
-        return bool(await self.tier.call(
-            lambda: self.tier.client.set("edge:lock:" + digest, self.owner, nx=True, px=int(ttl * 1000)), True))
+        client = self.tier.client
+        return bool(await self._on(LOCK + digest, lambda k: client.set(k, self.owner, nx=True, px=int(ttl * 1000)),
+                                   True))
 
     async def release(self, digest: str) -> None:
-        await self.tier.call(lambda: self.tier.client.eval(self._RELEASE, 1, "edge:lock:" + digest, self.owner),
-                             None)
+        await self._on(LOCK + digest, lambda k: self.tier.client.eval(self._RELEASE, 1, k, self.owner), None)
 
     async def renew(self, digest: str, ttl: float) -> None:
-        await self.tier.call(lambda: self.tier.client.pexpire("edge:lock:" + digest, int(ttl * 1000)), None)
+        await self._on(LOCK + digest, lambda k: self.tier.client.pexpire(k, int(ttl * 1000)), None)
 
     async def held(self, digest: str) -> bool:
-        return bool(await self.tier.call(lambda: self.tier.client.exists("edge:lock:" + digest), 0))
+        return bool(await self._on(LOCK + digest, self.tier.client.exists, 0))
 
     async def peek(self, digest: str, key: str) -> Entry | None:
         return await self.tier.get(digest, key)
 
     async def leave_result(self, digest: str, entry: Entry) -> None:
-        await self.tier.call(
-            lambda: self.tier.client.set("edge:res:" + digest, entry.dumps(), px=int(RESULT_TTL * 1000)), None)
+        await self._on(RESULT + digest, lambda k: self.tier.client.set(k, entry.dumps(), px=int(RESULT_TTL * 1000)),
+                       None)
 
     async def result(self, digest: str, key: str) -> Entry | None:
-        raw = await self.tier.call(lambda: self.tier.client.get("edge:res:" + digest), None)
+        raw = await self._on(RESULT + digest, self.tier.client.get, None)
         try:
             return Entry.loads(raw, key) if raw else None
         except CorruptEntry:

@@ -22,6 +22,12 @@ carry — answered 200 and silently ignored. The rules that keep a purge a purge
   (an `all` purge at its next number), so a loss costs misses, never a stale answer;
 - keys and the channel carry a per-deployment prefix (`redis_prefix`, by default `edge:<db>:`,
   as pub/sub channels are shared by every database of a Redis server).
+- a purge Redis cannot take (down or hung) is applied here and kept; the watch loop shares it, at
+  a new number, once Redis answers.
+
+On a Redis Cluster (`redis_cluster`) the prefix is a hash tag (`{edge:0:}`): the purge state is in one
+slot, as the scripts read and write several of its keys; the channel is a classic one, which the
+cluster bus carries to every node, so a listener may subscribe on any node (docs/deploy.md).
 
 A soft purge is the same record under the tag `~<tag>`: it invalidates nothing, but an entry older
 than it is stale from the moment this process saw it (`soft_since`), answered while one refresh
@@ -42,21 +48,25 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from .entry import Entry
 from .kinds import ALL
+from .redisclient import ERRORS as REDIS_ERRORS, connect, same_slot, subscriber
 
 log = logging.getLogger("edge.purge")
 WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
+SHARE_TIMEOUT = 3.0  # most seconds a purge waits for Redis (a cluster client retries through other nodes)
 SOFT = "~"  # the prefix of a soft purge's tag
 
-# KEYS: seq. ARGV: floor. The next purge number, never at or below `floor`.
-_NEXT = """
+# KEYS: seq, tags. ARGV: floor, channel, the tags joined by tabs. Takes the next purge number, never at or
+# below `floor`, records it for each tag and publishes it: one round trip, atomic (on a cluster the two keys
+# share a slot: same_slot), and a classic PUBLISH from a script reaches every node of a cluster.
+_PURGE = """
 local s = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[1])
 if s <= floor then s = floor + 1; redis.call('SET', KEYS[1], s) end
+for tag in string.gmatch(ARGV[3], '[^\t]+') do redis.call('HSET', KEYS[2], tag, s) end
+redis.call('PUBLISH', ARGV[2], s .. ' ' .. ARGV[3])
 return s
 """
 # KEYS: seq, gen. ARGV: floor, a new token. Raises seq to `floor`; returns the generation (made if absent).
@@ -77,7 +87,7 @@ def default_prefix(redis_url: str) -> str:
 
 class PurgeRegistry:
     def __init__(self, directory: str | None, redis_url: str = "", prefix: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cluster: bool = False) -> None:
         self.purged: dict[str, int] = {}
         self.clock = clock
         self.softened: dict[str, tuple[int, float]] = {}  # tag → (its newest soft purge, when seen here)
@@ -97,14 +107,15 @@ class PurgeRegistry:
                 os.close(fd)
             open(self._log_path, "ab").close()
             self.refresh()
-        self.redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5,
-                                             socket_timeout=2.0) if redis_url else None
-        prefix = prefix or default_prefix(redis_url)
+        self.redis = connect(redis_url, cluster, socket_connect_timeout=0.5, socket_timeout=2.0) if redis_url else None
+        # On a cluster the purge state is one slot's (a hash tag): the scripts read and write several keys.
+        prefix = same_slot(prefix or default_prefix(redis_url), cluster)
         self.channel, self.seq_key = prefix + "purge", prefix + "purge:seq"
         self.hash_key, self.gen_key = prefix + "purge:tags", prefix + "purge:gen"
         self._gen_path = os.path.join(directory, "purge.gen") if directory else None
         self.generation = self._read_generation()
         self._tasks: list[asyncio.Task] = []
+        self.unshared: list[list[str]] = []  # purges Redis could not take: _watch shares them once it answers
 
     # --- reading (hot path) ------------------------------------------------------------------------
     def epoch(self) -> int:
@@ -172,17 +183,27 @@ class PurgeRegistry:
         seq = None
         if self.redis is not None:
             try:
-                await self._check_generation()
-                seq = int(await self.redis.eval(_NEXT, 1, self.seq_key, self.epoch()))
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for tag in tags:
-                        pipe.hset(self.hash_key, tag, seq)
-                    pipe.publish(self.channel, f"{seq} " + "\t".join(tags))
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                log.warning("purge not shared with other nodes (Redis unavailable): %s", exc)
-                seq = None
+                async with asyncio.timeout(SHARE_TIMEOUT):
+                    seq = await self._share(tags)
+            except REDIS_ERRORS as exc:
+                log.warning("purge of %s not shared with other nodes yet (Redis unavailable; retried every %.0f s "
+                            "until it answers): %s", " ".join(tags), WATCH_INTERVAL, exc)
+                self.unshared.append(tags)
         return self._record(tags, seq)
+
+    async def _share(self, tags: list[str]) -> int:
+        """Number, record and publish a purge in Redis (one script, on a cluster in the purge state's slot)."""
+        await self._check_generation()
+        return int(await self.redis.eval(_PURGE, 2, self.seq_key, self.hash_key, self.epoch(), self.channel,
+                                         "\t".join(tags)))
+
+    async def _share_unshared(self) -> None:
+        """The purges made here while Redis (on a cluster: the purge state's master) was unreachable, shared
+        now that it answers: at new numbers, so the other nodes apply them (and this one again: a few misses)."""
+        while self.unshared:
+            await self._share(self.unshared[0])
+            log.warning("purge of %s shared with the other nodes after Redis came back", " ".join(self.unshared[0]))
+            self.unshared.pop(0)
 
     async def _received(self, seq: int, tags: list[str]) -> None:
         """Another node's purge (or our own, echoed). A number not above what this node has seen
@@ -249,20 +270,28 @@ class PurgeRegistry:
         if self.redis is None:
             return
         try:
-            await self._check_generation()
-            for tag, seq in (await self.redis.hgetall(self.hash_key)).items():
-                if int(seq) > self.purged.get(tag.decode(), 0):
-                    self._record([tag.decode()], int(seq))
-        except (RedisError, OSError) as exc:
+            await self._load()
+        except REDIS_ERRORS as exc:
             log.warning("could not load purges from Redis: %s", exc)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._watch())]
 
+    async def _load(self) -> None:
+        """Every purge Redis holds that this node has not applied (its newest number per tag)."""
+        await self._check_generation()
+        for tag, seq in (await self.redis.hgetall(self.hash_key)).items():
+            if int(seq) > self.purged.get(tag.decode(), 0):
+                self._record([tag.decode()], int(seq))
+
     async def _listen(self) -> None:
-        backoff = 0.1
+        """Follow the channel; after each (re)subscription catch up from Redis on what was published while
+        this listener was away (on a cluster, its node died: the next try takes another node)."""
+        backoff, attempt = 0.1, 0
         while True:
             try:
-                pubsub = self.redis.pubsub()
+                pubsub = await subscriber(self.redis, attempt)
                 await pubsub.subscribe(self.channel)
+                if attempt:
+                    await self._load()
                 backoff = 0.1
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
@@ -271,8 +300,9 @@ class PurgeRegistry:
                     await self._received(int(seq_text), [t for t in tags.split("\t") if t])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ValueError) as exc:
+            except (*REDIS_ERRORS, ValueError) as exc:
                 log.debug("purge listener reconnecting: %s", exc)
+                attempt += 1
                 await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
                 backoff = min(backoff * 2, 5.0)
 
@@ -281,7 +311,8 @@ class PurgeRegistry:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 await self._check_generation()
-            except (RedisError, OSError) as exc:
+                await self._share_unshared()
+            except REDIS_ERRORS as exc:
                 log.debug("purge state check skipped (Redis unavailable): %s", exc)
 
     async def close(self) -> None:

@@ -71,6 +71,9 @@ class Settings:
     redis_timeout: float = _doc("Most seconds one call to the L2 Redis tier may take (connecting included; cache reads "
                                 "and writes, fill locks); a Redis that takes longer is skipped as down and retried "
                                 "with backoff (0.5 s doubling to 30 s).", 0.25)
+    redis_cluster: bool = _doc("redis_url names any node of a Redis Cluster (database 0): entries spread over its "
+                               "masters, purge state in one slot; set cluster-require-full-coverage no on the "
+                               "nodes so a dead master costs only its own keys (docs/deploy.md).", False)
     # freshness
     ttl_thumbnail: int = _doc("Seconds a thumbnail stays fresh.", 86400)
     ttl_render: int = _doc("Seconds a render/tile stays fresh.", 86400)
@@ -196,6 +199,8 @@ class Settings:
             raise ConfigError(f"access_log {self.access_log}: no such directory")
         if self.redis_timeout <= 0:
             raise ConfigError("redis_timeout must be positive")
+        if self.redis_cluster:
+            cluster_url_error(self.redis_url, "redis_url")
         if self.thumbnails_batch < 1:
             raise ConfigError("thumbnails_batch must be at least 1")
         if not 0 < self.prefetch_share <= 1:
@@ -227,6 +232,15 @@ def _choices(f: dataclasses.Field) -> tuple[str, ...]:
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def cluster_url_error(url: str, name: str) -> None:
+    """ConfigError unless `url` can name a Redis Cluster node: redis(s)://host:port, database 0 (a cluster has no
+    other), no unix socket."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or parts.path.strip("/") not in ("", "0"):
+        raise ConfigError(f"a Redis Cluster needs {name} = redis://host:port of one of its nodes, database 0 "
+                          f"(got {safe_url(url) if url else 'nothing'})")
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

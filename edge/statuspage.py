@@ -74,15 +74,6 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower
 
 
-async def _redis_size(edge: Shown) -> tuple[int | None, int | None]:
-    """Keys in the L2 database and Redis's used memory (the whole server's: entries are most of it)."""
-    redis = edge.redis
-
-    async def ask() -> tuple[int, int]:
-        return await redis.client.dbsize(), (await redis.client.info("memory"))["used_memory"]
-    return await redis.call(ask, (None, None))
-
-
 async def _tiers(edge: Shown, up: dict[str, bool], lookups: int) -> list[dict]:
     hits = edge.metrics.hot.hits
     sizes: dict[str, tuple[int | None, int | None]] = {}
@@ -91,7 +82,7 @@ async def _tiers(edge: Shown, up: dict[str, bool], lookups: int) -> list[dict]:
     if edge.disk is not None:
         sizes["disk"] = edge.disk.stats()
     if edge.redis is not None and up.get("redis"):
-        sizes["redis"] = await _redis_size(edge)
+        sizes["redis"] = await edge.redis.size()
     rows = []
     for name in TIERS:
         entries, volume = sizes.get(name, (None, None))

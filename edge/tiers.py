@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import diskcache
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from .entry import CorruptEntry, Entry
+from .redisclient import ERRORS as REDIS_ERRORS, connect
 
 log = logging.getLogger("edge.tiers")
 T = TypeVar("T")
@@ -226,37 +225,58 @@ class RedisTier(_Degradable):
     name = "redis"
     prefix = "edge:e:"
 
-    def __init__(self, url: str, max_body: int, timeout: float = 0.25) -> None:
+    def __init__(self, url: str, max_body: int, timeout: float = 0.25, cluster: bool = False) -> None:
         super().__init__()
         self.url = url
         self.max_body = max_body
         self.timeout = timeout
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                              retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.client = connect(url, cluster, socket_connect_timeout=timeout, socket_timeout=timeout,
+                              retry=Retry(NoBackoff(), 0), health_check_interval=0)
 
-    async def call(self, command: Callable[[], Awaitable[T]], default: T) -> T:
-        """`command()` (Redis calls on `client`) within `timeout`, or `default` while the tier is down or
-        when it fails. Shared by the fill locks, so they skip a hung Redis exactly as the cache does."""
-        if not self.usable():
+    def _gate(self, key: str | None) -> _Degradable:
+        """Whose up/down state a call on `key` goes by: the whole tier's (a cluster has one per node)."""
+        return self
+
+    async def call(self, command: Callable[[], Awaitable[T]], default: T, key: str | None = None) -> T:
+        """`command()` (Redis calls on `client`, about `key` when it names one) within `timeout`, or `default`
+        while the tier (or `key`'s node) is down or when it fails. Shared by the fill locks, so they skip a
+        hung Redis exactly as the cache does."""
+        gate = self._gate(key)
+        if not gate.usable():
             return default
         try:
             async with asyncio.timeout(self.timeout):
                 value = await command()
         except TimeoutError:
-            self._failed(TimeoutError(f"no answer within {self.timeout} s"))
+            gate._failed(TimeoutError(f"no answer within {self.timeout} s"))
+            self.last_error = gate.last_error
             return default
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
+        except REDIS_ERRORS as exc:
+            gate._failed(exc)
+            self.last_error = gate.last_error
             return default
-        self._ok()
+        gate._ok()
         return value
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        """The raw values of `keys` in one round trip; None for each while the tier is down."""
+        return await self.call(lambda: self.client.mget(keys), None) or [None] * len(keys)
+
+    async def _write(self, items: list[tuple[str, bytes, int]]) -> bool:
+        """(key, value, ttl ms) pipelined in one round trip; whether it was written."""
+        async def write() -> bool:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value, px in items:
+                    pipe.set(key, value, px=px)
+                await pipe.execute()
+            return True
+
+        return await self.call(write, False, items[0][0])
 
     async def get_many(self, pairs: list[tuple[str, str]]) -> list[Entry | None]:
         if not pairs:
             return []
-        raws = await self.call(lambda: self.client.mget([self.prefix + d for d, _ in pairs]), None)
-        if raws is None:
-            return [None] * len(pairs)
+        raws = await self._mget([self.prefix + d for d, _ in pairs])
         out: list[Entry | None] = []
         for (digest, key), raw in zip(pairs, raws):
             entry = None
@@ -272,23 +292,23 @@ class RedisTier(_Degradable):
     async def get(self, digest: str, key: str) -> Entry | None:
         return (await self.get_many([(digest, key)]))[0]
 
-    async def set_many(self, items: list[tuple[str, Entry]]) -> None:
-        """One pipelined round trip for a whole batch of entries."""
+    async def set_many(self, items: list[tuple[str, Entry]]) -> bool:
+        """One pipelined round trip for a whole batch of entries; whether all were written (or none needed)."""
         items = [(d, e) for d, e in items if len(e.body) <= self.max_body]
         if not items:
-            return
+            return True
         now = time.time()
-
-        async def write() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for digest, entry in items:
-                    pipe.set(self.prefix + digest, entry.dumps(), px=int(max(1.0, entry.stale_until - now) * 1000))
-                await pipe.execute()
-
-        await self.call(write, None)
+        return await self._write([(self.prefix + d, e.dumps(), int(max(1.0, e.stale_until - now) * 1000))
+                                  for d, e in items])
 
     async def delete(self, digest: str) -> None:
-        await self.call(lambda: self.client.delete(self.prefix + digest), None)
+        await self.call(lambda: self.client.delete(self.prefix + digest), None, self.prefix + digest)
+
+    async def size(self) -> tuple[int | None, int | None]:
+        """Keys in the L2 database and Redis's used memory (the whole server's: entries are most of it)."""
+        async def ask() -> tuple[int, int]:
+            return await self.client.dbsize(), (await self.client.info("memory"))["used_memory"]
+        return await self.call(ask, (None, None))
 
     async def ping(self) -> bool:
         """Asks Redis whatever the backoff says (health checks): an answer brings the tier back."""
@@ -298,7 +318,7 @@ class RedisTier(_Degradable):
         except TimeoutError:
             self._failed(TimeoutError(f"no answer within {self.timeout} s"))
             return False
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             return False
         self._ok()

@@ -110,11 +110,11 @@ class FileStore:
 class RedisStore:
     """The position in the edge's Redis, beside the purge state it feeds."""
 
-    def __init__(self, url: str, key: str) -> None:
-        import redis.asyncio as aioredis
+    def __init__(self, url: str, key: str, cluster: bool = False) -> None:
+        from .redisclient import connect
 
         self.key = key
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self.redis = connect(url, cluster, socket_connect_timeout=2.0, socket_timeout=5.0)
 
     async def load(self) -> Position | None:
         raw = await self.redis.get(self.key)
@@ -137,7 +137,8 @@ class RegistrySink:
     `edge purge` does without --edge: every worker and node sees them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix)
+        self.registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix,
+                                      cluster=settings.redis_cluster)
 
     async def purge(self, tags: list[str], soft: bool) -> None:
         await self.registry.purge(tags, soft=soft)
@@ -364,9 +365,10 @@ def position_store(settings: Settings) -> PositionStore:
         return FileStore(settings.watch_state)
     if settings.redis_url:
         from .purge import default_prefix
+        from .redisclient import same_slot
 
-        return RedisStore(settings.redis_url, (settings.redis_prefix or default_prefix(settings.redis_url))
-                          + "watch:position")
+        prefix = same_slot(settings.redis_prefix or default_prefix(settings.redis_url), settings.redis_cluster)
+        return RedisStore(settings.redis_url, prefix + "watch:position", settings.redis_cluster)
     if settings.cache_dir:
         return FileStore(os.path.join(settings.cache_dir, "watch.position"))
     raise ConfigError("edge watch keeps its position in Redis (redis_url), cache_dir or watch_state: set one")

@@ -55,6 +55,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     where.add_argument("--direct", action="store_true",
                        help="write the shared Redis tier directly (needs --redis and --backend), no edge involved")
     where.add_argument("--redis", metavar="URL", help="with --direct: the edges' L2 Redis, e.g. redis://127.0.0.1:6379/0")
+    where.add_argument("--redis-cluster", action="store_true", default=None,
+                       help="with --direct: --redis names a node of the edges' Redis Cluster (redis_cluster)")
     where.add_argument("--backend", metavar="URL", help="with --direct: OMERO.web's base URL")
     where.add_argument("--config", metavar="TOML",
                        help="with --direct: the edge's settings file (TTLs, thumbnail size, public_base_url); "
@@ -240,15 +242,13 @@ class Run:
         if args.direct:
             from edge.settings import ConfigError, Settings
             try:
-                self.settings = Settings.load(args.config)
+                self.settings = Settings.load(args.config, redis_url=args.redis, redis_cluster=args.redis_cluster)
             except ConfigError as exc:
                 raise UsageError(f"edge settings: {exc}") from None
-            self.redis_url = args.redis or self.settings.redis_url
+            self.redis_url = self.settings.redis_url
             self.backend = _url(args.backend or self.settings.backend[0], "--backend")
             if not self.redis_url:
                 raise UsageError("--direct needs --redis URL (the edges' L2 Redis)")
-            if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-                raise UsageError(f"--redis must be a redis:// URL (got {self.redis_url!r})")
         elif not args.token and not (args.dry_run or args.queue):  # a queue's workers bring the token
             raise UsageError("warming through the edge needs its warm token: --token or EDGE_WARM_TOKEN "
                              "(or use --direct)")

@@ -13,6 +13,7 @@ import json
 import time
 from urllib.parse import urlsplit
 
+from edge.cluster import redis_tier
 from edge.entry import Entry
 from edge.identity import Requester
 from edge.keys import PUBLIC, digest, thumbnail_key
@@ -21,7 +22,6 @@ from edge.purge import PurgeRegistry
 from edge.request import Request, request_for
 from edge.routes import Kind
 from edge.settings import Settings, safe_url
-from edge.tiers import RedisTier
 
 from .http1 import Http1Pool, HttpError, Response
 from .model import FAIL, OK, SKIP, Fatal, Item, Outcome, Retryable
@@ -34,8 +34,8 @@ class DirectTarget:
                  refresh_before: float = 0.0, timeout: float = 120.0) -> None:
         self.settings = settings
         self.policy = EntryPolicy(settings)
-        self.redis = RedisTier(redis_url, settings.redis_max_body, settings.redis_timeout)
-        self.registry = PurgeRegistry(None, redis_url, settings.redis_prefix)
+        self.redis = redis_tier(redis_url, settings.redis_max_body, settings.redis_timeout, settings.redis_cluster)
+        self.registry = PurgeRegistry(None, redis_url, settings.redis_prefix, cluster=settings.redis_cluster)
         self.host = host
         self.refresh_before = refresh_before
         self.backend = backend.rstrip("/")
@@ -65,8 +65,7 @@ class DirectTarget:
         return resp
 
     async def _store(self, d: str, entry: Entry) -> None:
-        await self.redis.set_many([(d, entry)])
-        if not self.redis.up:
+        if not await self.redis.set_many([(d, entry)]):
             raise Retryable(0, f"Redis write failed: {self.redis.last_error}")
 
     async def warm(self, item: Item) -> Outcome:

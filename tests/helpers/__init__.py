@@ -4,7 +4,7 @@ Tests import from `tests.helpers` (the warm tests also from `tests.helpers.warm`
 tests/conftest.py."""
 from tests.helpers.clock import FakeTime
 from tests.helpers.launch import EdgeProc, Launcher, Sim, decode, plate, sim_fixtures, start_sim
-from tests.helpers.procs import ROOT, Proc, RedisServer, StartError, find_binary, free_port, script, wait_until
+from tests.helpers.procs import ROOT, Proc, RedisCluster, RedisServer, StartError, find_binary, free_port, script, wait_until
 
-__all__ = ["EdgeProc", "FakeTime", "Launcher", "Proc", "ROOT", "RedisServer", "Sim", "StartError", "decode",
+__all__ = ["EdgeProc", "FakeTime", "Launcher", "Proc", "ROOT", "RedisCluster", "RedisServer", "Sim", "StartError", "decode",
            "find_binary", "free_port", "plate", "script", "sim_fixtures", "start_sim", "wait_until"]

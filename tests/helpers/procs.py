@@ -6,6 +6,7 @@ process fails to start), waited for until it answers, ended by PID (SIGTERM, the
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,18 +98,31 @@ class Proc(Child):
             self._signal(signal.SIGKILL)
             self.popen.wait(5)
 
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP (or, `paused=False`, SIGCONT), for fault tests: a process that hangs, then answers again."""
+        self._signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    binary = find_binary(name)
+    if binary is None:
+        raise RuntimeError(f"{name} not found: run `make test` (installs it) or apt-get install redis-server")
+    return binary
+
+
+def start_redis(port: int, directory: str, *extra: str, name: str = "redis") -> Proc:
+    """redis-server on 127.0.0.1:`port`, nothing persisted, ready when its port listens."""
+    return Proc.up([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", directory, *extra], name=name, ports=[port])
+
 
 class RedisServer:
     """A private redis-server on a free port, nothing persisted."""
 
     def __init__(self, port: int | None = None) -> None:
-        binary = find_binary("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found: run `make test` (installs it) or apt-get install redis-server")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="redis-")
-        self.proc = Proc.up([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", self.dir], name="redis", ports=[self.port])
+        self.proc = start_redis(self.port, self.dir)
 
     @property
     def url(self) -> str:
@@ -119,3 +133,50 @@ class RedisServer:
 
     def kill(self) -> None:
         self.proc.kill()
+
+
+class RedisCluster:
+    """`masters` redis-servers with --cluster-enabled on free ports, joined by `redis-cli --cluster create`
+    with no replicas, and `cluster-require-full-coverage no` (a dead master costs only its own slots).
+    Ready when every node reports cluster_state:ok; each node stops (or is killed) by PID."""
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.dir = tempfile.mkdtemp(prefix="redis-cluster-")
+        self.ports = [free_port() for _ in range(masters)]
+        self.nodes: list[Proc] = []
+        try:
+            for port in self.ports:  # the bus port too is a free one (port + 10000 may be taken, or too high)
+                self.nodes.append(start_redis(
+                    port, self.dir, "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                    "--cluster-config-file", f"nodes-{port}.conf",
+                    "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no",
+                    name=f"redis-{port}"))
+            out = subprocess.run([redis_binary("redis-cli"), "--cluster", "create",
+                                  *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0", "--cluster-yes"],
+                                 capture_output=True, text=True, timeout=30)
+            if out.returncode != 0:
+                raise StartError(f"redis-cli --cluster create failed:\n{out.stdout}{out.stderr}")
+            for port in self.ports:
+                wait_until(lambda: "cluster_state:ok" in self.cli(port, "cluster", "info"), timeout=20,
+                           message=f"cluster node {port} not ok")
+        except BaseException:
+            self.stop()
+            raise
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run([redis_binary("redis-cli"), "-p", str(port), *args], capture_output=True, text=True,
+                              timeout=10).stdout
+
+    @property
+    def url(self) -> str:
+        """Any node names the cluster: the first."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one master by PID: no failover (no replicas), its slots go unserved."""
+        self.nodes[index].kill()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.pause(False)  # a paused node would not see its SIGTERM
+            node.stop()
