@@ -59,6 +59,7 @@ def _bench_children() -> set[int]:
 
 @pytest.mark.process
 @needs_nginx
+@pytest.mark.timeout(300)  # every target, mode and transport (the default is 120 s a test)
 def test_plate_384_every_target_mode_and_transport(tmp_path: Path) -> None:
     before = _bench_children()
     out, png = tmp_path / "plate.json", tmp_path / "plate.png"

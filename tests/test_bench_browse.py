@@ -48,6 +48,7 @@ def test_recache_urls_are_idr_s_without_underscore() -> None:
 
 
 @pytest.mark.process
+@pytest.mark.timeout(300)  # six targets' servers on a loaded machine (the default is 120 s a test)
 @needs_nginx
 def test_browse_every_target_and_rtt(tmp_path: Path) -> None:
     before = _bench_children()
