@@ -34,8 +34,9 @@ from .policy import EntryPolicy, is_thumbnail
 from .prefetch import Prefetcher
 from .public_session import PublicSession
 from .purge import PurgeRegistry
-from .request import Classifier, Request
+from .request import Classifier, Request, asgi_hot_key
 from .routes import Kind, Upstream
+from .rsgi import RsgiEdge
 from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
@@ -54,7 +55,7 @@ _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-ke
 _AUDIENCE = {True: "public", False: "user"}
 
 
-class Edge:
+class Edge(RsgiEdge):
     def __init__(self, settings: Settings | None, *, clock: Clock = time.time,
                  transports: dict[Upstream, httpx.AsyncBaseTransport] | None = None) -> None:
         """`clock` and `transports` are for tests: a controllable time and an in-process backend."""
@@ -199,25 +200,32 @@ class Edge:
         await self.cached(req, send)
 
     async def _hot_hit(self, scope: dict, headers: dict[bytes, bytes], send: Send) -> bool:
-        """A URL seen before, fresh in memory for the public: answered with no parsing and no key building."""
-        hot = self.classifier.hot(scope, headers)
+        hit = self.hot_entry(asgi_hot_key(scope, headers))
+        if hit is None:
+            return False
+        await self.delivery.send_entry(scope, headers, send, *hit)
+        return True
+
+    def hot_entry(self, key: tuple) -> tuple[Entry, list[tuple[bytes, bytes]]] | None:
+        """A URL seen before, fresh in memory for the public: its entry and HIT headers, with no parsing and no
+        key building (`key`: request.asgi_hot_key, or the RSGI adapter's)."""
+        hot = self.classifier.hot(key)
         memory = self.cache.memory
         if hot is None or memory is None:
-            return False
+            return None
         entry = memory.get(hot[1])
         # 200s only: a negative entry is not every route's answer (the webclient's thumbnail forms answer a
         # placeholder where the webgateway's, sharing their key, answer 404)
         if entry is None or entry.status != 200 or entry.key != hot[0] or not entry.public \
                 or entry.fresh_until <= self.clock():
-            return False
+            return None
         self.registry.refresh()
         if not self.registry.valid(entry.tags, entry.epoch) or self.registry.soft_since(entry) is not None:
-            return False
+            return None
         self.metrics.hot.hits["memory"] += 1
         if self.prefetch is not None:
             self.prefetch.ledger.seen(hot[1], True)
-        await self.delivery.send_entry(scope, headers, send, entry, self.delivery.headers(entry, HIT, "memory", True))
-        return True
+        return entry, self.delivery.headers(entry, HIT, "memory", True)
 
     # --- lookup → decide → fill → deliver ------------------------------------------------------------
     async def cached(self, req: Request, send: Send) -> None:
