@@ -17,27 +17,10 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
+from .hotpath import text_headers
+
 log = logging.getLogger("edge")
 
-_TEXT_MEMO = 4096
-
-
-class Headers:
-    """Response headers as RSGI wants them (str pairs), converted once per prepared list (a hit's headers are
-    rebuilt once a second per entry: deliver.Delivery.headers)."""
-
-    def __init__(self) -> None:
-        self._memo: dict[int, tuple[list, list[tuple[str, str]]]] = {}
-
-    def text(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-        memo = self._memo.get(id(headers))
-        if memo is not None and memo[0] is headers:
-            return memo[1]
-        text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-        if len(self._memo) >= _TEXT_MEMO:
-            self._memo.clear()
-        self._memo[id(headers)] = (headers, text)  # holds `headers`, so its id is not reused while here
-        return text
 
 
 def hot_key(scope: Any) -> tuple:
@@ -88,8 +71,8 @@ class Receive:
 class Send:
     """ASGI `send` over RSGI: a one-message body is one `response_bytes`; a longer one streams."""
 
-    def __init__(self, protocol: Any, headers: Headers) -> None:
-        self.protocol, self.headers = protocol, headers
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
         self.start: dict | None = None
         self.stream: Any = None
         self.sent = False
@@ -102,12 +85,12 @@ class Send:
             body, more = message.get("body", b""), message.get("more_body", False)
             if self.stream is None and not more and not self.sent:
                 self.sent = True
-                self.protocol.response_bytes(self.start["status"], self.headers.text(self.start["headers"]), body)
+                self.protocol.response_bytes(self.start["status"], text_headers(self.start["headers"]), body)
                 return
             if self.stream is None:
                 self.sent = True
                 self.stream = self.protocol.response_stream(self.start["status"],
-                                                            self.headers.text(self.start["headers"]))
+                                                            text_headers(self.start["headers"]))
             if body:
                 await self.stream.send_bytes(body)
 
@@ -118,16 +101,13 @@ class Send:
             if self.start is None:
                 self.protocol.response_empty(500, [])
             else:
-                self.protocol.response_empty(self.start["status"], self.headers.text(self.start["headers"]))
+                self.protocol.response_empty(self.start["status"], text_headers(self.start["headers"]))
 
 
 class RsgiEdge:
     """`__rsgi__`, `__rsgi_init__` and `__rsgi_del__` of an Edge (app.Edge inherits them)."""
 
-    _rsgi_headers: Headers
-
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi_headers = Headers()
         try:
             loop.run_until_complete(self.startup())
         except Exception as exc:  # noqa: BLE001 - one line, then the worker exits, as with ASGI's lifespan
@@ -145,14 +125,16 @@ class RsgiEdge:
         if (method == "GET" or method == "HEAD") and self.access_log is None and "cookie" not in headers \
                 and "authorization" not in headers and "x-omero-session-key" not in headers \
                 and "x-edge-warm" not in headers:
-            hit = self.hot_entry(hot_key(scope))
+            hit = self.hot_answer(hot_key(scope))
             if hit is not None:
                 inm = headers.get("if-none-match")
                 status, out, body = self.delivery.answer(method, inm.encode("latin-1") if inm else None,
-                                                         "gzip" in headers.get("accept-encoding", ""), *hit)
-                protocol.response_bytes(status, self._rsgi_headers.text(out), body)
+                                                         "gzip" in headers.get("accept-encoding", ""),
+                                                         hit.entry, hit.headers)
+                protocol.response_bytes(status, hit.text_headers() if out is hit.headers else text_headers(out),
+                                        body)
                 return
-        send = Send(protocol, self._rsgi_headers)
+        send = Send(protocol)
         try:
             await self(asgi_scope(scope), Receive(protocol), send)
         finally:
