@@ -62,7 +62,7 @@ class Settings:
                             "(docs/deploy.md, Metrics).", "")
     server_interface: Literal["asgi", "rsgi"] = _doc(
         "granian's interface to the edge: RSGI (a hit is one call, no ASGI messages) or ASGI; the same request "
-        "pipeline either way (hypercorn always speaks ASGI).", "asgi")
+        "pipeline either way (hypercorn always speaks ASGI).", "rsgi")
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
