@@ -23,9 +23,10 @@ log = logging.getLogger("edge")
 
 
 
-def hot_key(scope: Any) -> tuple:
-    """request.asgi_hot_key of the ASGI scope `asgi_scope` would build from this RSGI scope."""
-    host = scope.headers.get("host") or scope.authority
+def hot_key(scope: Any, headers: Any) -> tuple:
+    """request.asgi_hot_key of the ASGI scope `asgi_scope` would build from this RSGI scope (`headers`: its
+    headers, fetched once)."""
+    host = headers.get("host") or scope.authority
     return (scope.path, scope.query_string.encode("latin-1"), host.encode("latin-1") if host else None,
             scope.scheme)
 
@@ -125,7 +126,7 @@ class RsgiEdge:
         if (method == "GET" or method == "HEAD") and self.access_log is None and "cookie" not in headers \
                 and "authorization" not in headers and "x-omero-session-key" not in headers \
                 and "x-edge-warm" not in headers:
-            hit = self.hot_answer(hot_key(scope))
+            hit = self.hot_answer(hot_key(scope, headers))
             if hit is not None:
                 inm = headers.get("if-none-match")
                 status, out, body = self.delivery.answer(method, inm.encode("latin-1") if inm else None,

@@ -109,7 +109,8 @@ def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
     bench("hits", "--speed", "0", "--requests", "300", "--concurrency", "1,20", "--interfaces", "asgi,rsgi",
           "--json", str(out))
     results = json.loads(out.read_text())["results"]
-    targets = ("edge-asgi", "edge-rsgi", "bare-asgi", "bare-rsgi", "nginx-static", "nginx-warm")
+    targets = ("edge-asgi", "edge-rsgi", "bare-asgi", "bare-rsgi", "nginx-static", "nginx-warm",
+               "nginx-tls+edge-asgi", "nginx-tls+edge-rsgi")  # the default transport is h2-tls
     assert {(r["target"], r["concurrency"]) for r in results} == {(t, c) for t in targets for c in (1, 20)}
     for r in results:
         assert r["succeeded"] == 300 and r["backend_renders"] == 0

@@ -4,7 +4,8 @@ Servers answer the same plate's thumbnail URLs from cache: the warm edge, nginx 
 same bytes as static files (the ceiling), nginx's proxy cache warmed by one pass, and the bare
 app (bench/bare.py: a constant body of the thumbnails' mean size from memory, on granian with the
 edge's options: the ceiling of any Python hit path), each edge and bare app once per granian
-interface asked for (`edge-asgi`, `bare-rsgi`, ...). Ratios: req/s ÷ nginx static, and req/s, CPU
+interface asked for (`edge-asgi`, `bare-rsgi`, ...); over h2-tls also the recommended shape, nginx
+terminating TLS in front of each edge (`nginx-tls+edge-rsgi`: `edge nginx-conf`). Ratios: req/s ÷ nginx static, and req/s, CPU
 µs/request and p99 ÷ the bare app on the same interface.
 For each concurrency (requests in flight), h2load runs a fixed number of requests; reported:
 req/s, mean and p99 latency (h2load's per-request log), and the server's CPU time per request
@@ -29,11 +30,9 @@ from rich.table import Table
 from bench.clients import Transport
 from bench.measure import LoadFailed, percentile
 from bench.nginx import Listeners, Nginx, static_conf
-from bench.procs import HOST, Child, free_port, which
+from bench.procs import HOST, Child, console_script, free_port, which
 from bench.scenarios.plate import find_plate, warm_plate
 from bench.targets import Edge, NginxCache, Stack
-
-INTERFACES = ("asgi", "rsgi")
 
 H2LOAD_TIMEOUT = 300.0
 NOTES = ["Each server answers from its cache (the edge warmed by `warm plate`, nginx's proxy cache by one pass over "
@@ -112,8 +111,43 @@ class BareApp:
     def ports(self) -> dict[Transport, int]:
         return {Transport.H1: self.plain_port, Transport.H2: self.plain_port, Transport.H2_TLS: self.tls_port}
 
-    def root(self, transport: Transport) -> int:
-        return self.children[transport is Transport.H2_TLS].pid
+    def roots(self, transport: Transport) -> tuple[int, ...]:
+        return (self.children[transport is Transport.H2_TLS].pid,)
+
+
+class NginxFront:
+    """The recommended TLS shape: nginx terminates TLS (h2) in front of an edge's plain listener, with the config
+    `edge nginx-conf` renders; one worker and no access log, like every other server here."""
+
+    def __init__(self, stack: Stack, edge: Edge, interface: str) -> None:
+        self.stack, self.edge = stack, edge
+        self.name = f"nginx-tls+edge-{interface}"
+        self.port, self.prefix = free_port(), stack.fresh_dir("nginx-front")
+        self.child: Child | None = None
+        argv = console_script("edge") + [
+            "nginx-conf", "--edge", f"{HOST}:{edge.plain.port}", "--omero-web", f"{HOST}:{stack.sim.port}",
+            "--listen", f"{HOST}:{self.port}", "--tls-cert", str(stack.certs.cert),
+            "--tls-key", str(stack.certs.key), "--prefix", str(self.prefix)]
+        conf = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+        conf = conf.replace("worker_processes auto;", f"worker_processes {stack.settings.server_workers};")
+        (self.prefix / "nginx.conf").write_text(re.sub(r"access_log [^;]+;", "access_log off;", conf))
+
+    def start(self) -> None:
+        self.child = self.stack.children.start(self.name, [which("nginx") or "nginx", "-p", str(self.prefix),
+                                                           "-c", str(self.prefix / "nginx.conf"), "-e", "stderr"])
+        self.child.wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.stack.children.stop(self.child)
+            self.child = None
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H2_TLS: self.port}
+
+    def roots(self, transport: Transport) -> tuple[int, ...]:
+        """nginx and the edge behind it: the shape's CPU is both."""
+        return self.child.pid, self.edge.plain.child.pid
 
 
 def h2load(urls: list[str], transport: Transport, concurrency: int, requests: int, log: Path) -> dict:
@@ -151,6 +185,7 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
         edge.name = f"edge-{interface}"
     cache = NginxCache(stack, warm=True)
     bares: list[BareApp] = []
+    fronts: list[NginxFront] = []
     results: list[dict] = []
     try:
         for edge in edges:
@@ -168,23 +203,26 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
         static.nginx.start()
         size = round(statistics.fmean(len(body) for body in bodies.values()))
         bares = [BareApp(stack, interface, size) for interface in interfaces]
-        for bare in bares:
-            bare.start()
-        servers: list[tuple[str, dict[Transport, int], Callable[[Transport], int]]] = [
-            *((e.name, e.ports(), lambda t, e=e: (e.tls if t is Transport.H2_TLS else e.plain).child.pid)
+        if Transport.H2_TLS in transports:
+            fronts = [NginxFront(stack, edge, interface) for edge, interface in zip(edges, interfaces)]
+        for server in (*bares, *fronts):
+            server.start()
+        servers: list[tuple[str, dict[Transport, int], Callable[[Transport], tuple[int, ...]]]] = [
+            *((e.name, e.ports(), lambda t, e=e: ((e.tls if t is Transport.H2_TLS else e.plain).child.pid,))
               for e in edges),
-            *((b.name, b.ports(), b.root) for b in bares),
-            (static.name, static.ports(), lambda t: static.nginx.child.pid),
-            (cache.name, cache.ports(), lambda t: cache.nginx.child.pid)]
-        for name, ports, root_of in servers:
-            for transport in transports:
+            *((b.name, b.ports(), b.roots) for b in bares),
+            *((f.name, f.ports(), f.roots) for f in fronts),
+            (static.name, static.ports(), lambda t: (static.nginx.child.pid,)),
+            (cache.name, cache.ports(), lambda t: (cache.nginx.child.pid,))]
+        for name, ports, roots_of in servers:
+            for transport in (t for t in transports if t in ports):
                 for concurrency in concurrencies:
-                    root = root_of(transport)
+                    roots = roots_of(transport)
                     scheme = "https" if transport is Transport.H2_TLS else "http"
                     urls = [f"{scheme}://{HOST}:{ports[transport]}{p}" for p in paths]
-                    renders, cpu = stack.sim.totals()["renders"], tree_cpu_seconds(root)
+                    renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, roots))
                     figures = h2load(urls, transport, concurrency, requests, stack.tmp / f"h2load-{name}.log")
-                    cpu = tree_cpu_seconds(root) - cpu
+                    cpu = sum(map(tree_cpu_seconds, roots)) - cpu
                     row = {"target": name, "transport": transport.value, "concurrency": concurrency,
                            "requests": requests, **{k: round(v, 3) for k, v in figures.items()},
                            "cpu_us_per_req": round(cpu / requests * 1e6, 1),
@@ -194,7 +232,7 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
                         f"p99 {row['p99_ms']:.2f} ms, {row['cpu_us_per_req']} µs/req")
         static.nginx.stop()
     finally:
-        for server in (*edges, *bares, cache):
+        for server in (*edges, *bares, *fronts, cache):
             server.stop()
     _ratios(results)
     return results, hits_table(results)
@@ -208,8 +246,8 @@ def _ratios(results: list[dict]) -> None:
         if static:
             r["req_per_s_vs_static"] = round(r["req_per_s"] / static["req_per_s"], 2)
             r["p99_vs_static"] = round(r["p99_ms"] / static["p99_ms"], 2)
-        interface = r["target"].rpartition("-")[2]
-        bare = cells.get((f"bare-{interface}", r["transport"], r["concurrency"])) if interface in INTERFACES else None
+        kind, _, interface = r["target"].partition("-")
+        bare = cells.get((f"bare-{interface}", r["transport"], r["concurrency"])) if kind in ("edge", "bare") else None
         if bare:
             r["req_per_s_vs_bare"] = round(r["req_per_s"] / bare["req_per_s"], 2)
             r["cpu_vs_bare"] = round(r["cpu_us_per_req"] / bare["cpu_us_per_req"], 2) if bare["cpu_us_per_req"] else None
