@@ -23,7 +23,7 @@ from .decision import Action, Freshness, stale_on_error
 from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
-from .hotpath import HotAnswer, HotAnswers
+from .hotpath import HotAnswer, HotAnswers, freeze_heap
 from .identity import Identity, SessionResolver, joined_cookies
 from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
@@ -173,6 +173,7 @@ class Edge(RsgiEdge):
                 except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
                     await send({"type": "lifespan.startup.failed", "message": f"edge: error: {exc}"})
                     return
+                freeze_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()

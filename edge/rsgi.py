@@ -17,7 +17,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from .hotpath import text_headers
+from .hotpath import freeze_heap, text_headers
 
 log = logging.getLogger("edge")
 
@@ -114,6 +114,7 @@ class RsgiEdge:
         except Exception as exc:  # noqa: BLE001 - one line, then the worker exits, as with ASGI's lifespan
             log.error("edge: error: %s", exc)
             sys.exit(1)
+        freeze_heap()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.shutdown())
