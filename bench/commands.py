@@ -20,6 +20,7 @@ from bench.procs import StartError
 from bench.report import Report, load_report, print_report, write_json
 from bench.sim.cli import positive_int
 from bench.targets import PREFETCH, RECACHE, TARGETS, RunSettings, Stack
+from edge.settings import Settings
 
 ERR = Console(stderr=True)
 TRANSPORTS = tuple(t.value for t in Transport)
@@ -97,6 +98,9 @@ def _add_hits_options(p: argparse.ArgumentParser, transports: bool = True) -> No
     if transports:
         g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
                        help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")
+        g.add_argument("--interfaces", type=_csv(("asgi", "rsgi")), metavar="I,I",
+                       help="granian interfaces the edge and the bare app run on, each a target: subset of asgi,rsgi "
+                            "(default: the edge's default, server_interface)")
 
 
 def _add_warm_options(p: argparse.ArgumentParser) -> None:
@@ -171,8 +175,10 @@ def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
     from bench.scenarios import hits
 
     transports = [Transport(t) for t in args.transports]
-    results, table = hits.run_hits(stack, transports, args.concurrency, args.requests, _log)
-    params = {"transports": args.transports, "concurrency": args.concurrency, "requests": args.requests}
+    interfaces = getattr(args, "interfaces", None) or [Settings().server_interface]
+    results, table = hits.run_hits(stack, transports, args.concurrency, args.requests, _log, interfaces)
+    params = {"transports": args.transports, "concurrency": args.concurrency, "requests": args.requests,
+              "interfaces": interfaces}
     return Report("hits", _settings(args), params, results, table, hits.NOTES)
 
 

@@ -182,11 +182,14 @@ def _wait_health(child: Child, url: str) -> None:
 class Edge(Target):
     """The edge: a plain server (h1, h2c) and a TLS one (h2), sharing one disk cache when warm."""
 
-    def __init__(self, stack: Stack, warm: bool, prefetch: bool = False) -> None:
+    def __init__(self, stack: Stack, warm: bool, prefetch: bool = False, interface: str | None = None) -> None:
+        """`interface`: granian's (asgi, rsgi) instead of the edge's default."""
         super().__init__(stack)
         self.warm, self.prefetch = warm, prefetch
         self.name = "edge-warm" if warm else PREFETCH if prefetch else "edge-cold"
         env = {"EDGE_PREFETCH": "on"} if prefetch else {}
+        if interface is not None:
+            env["EDGE_SERVER_INTERFACE"] = interface
         self.plain, self.tls = _EdgeServer(stack, tls=False, env=env), _EdgeServer(stack, tls=True, env=env)
 
     @property

@@ -24,6 +24,7 @@ from .decision import Action, Freshness, stale_on_error
 from .deliver import Delivery
 from .entry import Entry
 from .flight import FillTimeout, Flights
+from .hotpath import HotAnswer, HotAnswers, freeze_heap
 from .identity import Identity, SessionResolver, joined_cookies
 from .loading import METADATA_ROUTES, LoadingThumbnails
 from .locks import DiskLock, RedisLock
@@ -35,8 +36,9 @@ from .policy import EntryPolicy, is_thumbnail
 from .prefetch import Prefetcher
 from .public_session import PublicSession
 from .purge import PurgeRegistry
-from .request import Classifier, Request
+from .request import Classifier, Request, asgi_hot_key
 from .routes import Kind, Upstream
+from .rsgi import RsgiEdge
 from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
@@ -55,7 +57,7 @@ _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-ke
 _AUDIENCE = {True: "public", False: "user"}
 
 
-class Edge:
+class Edge(RsgiEdge):
     def __init__(self, settings: Settings | None, *, clock: Clock = time.time,
                  transports: dict[Upstream, httpx.AsyncBaseTransport] | None = None) -> None:
         """`clock` and `transports` are for tests: a controllable time and an in-process backend."""
@@ -101,6 +103,7 @@ class Edge:
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.background = Background()
         self.cache = TieredCache(memory, disk, redis, self.registry, self.background)
+        self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)
@@ -171,6 +174,7 @@ class Edge:
                 except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
                     await send({"type": "lifespan.startup.failed", "message": f"edge: error: {exc}"})
                     return
+                freeze_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -200,25 +204,44 @@ class Edge:
         await self.cached(req, send)
 
     async def _hot_hit(self, scope: dict, headers: dict[bytes, bytes], send: Send) -> bool:
-        """A URL seen before, fresh in memory for the public: answered with no parsing and no key building."""
-        hot = self.classifier.hot(scope, headers)
+        hit = self.hot_answer(asgi_hot_key(scope, headers))
+        if hit is None:
+            return False
+        await self.delivery.send_entry(scope, headers, send, hit.entry, hit.headers)
+        return True
+
+    def hot_answer(self, key: tuple) -> HotAnswer | None:
+        """A URL seen before, fresh in memory for the public: its entry and HIT headers, with no parsing and no
+        key building (`key`: request.asgi_hot_key, or the RSGI adapter's); counted as a memory hit."""
+        answer = self.hot.get(key) if self.hot is not None else None
+        if answer is None:
+            answer = self._hot_checked(key)
+            if answer is None:
+                return None
+        self.metrics.hot.hits["memory"] += 1
+        if self.prefetch is not None:
+            self.prefetch.ledger.seen(answer.digest, True)
+        return answer
+
+    def _hot_checked(self, key: tuple) -> HotAnswer | None:
+        hot = self.classifier.hot(key)
         memory = self.cache.memory
         if hot is None or memory is None:
-            return False
+            return None
         entry = memory.get(hot[1])
+        now = self.clock()
         # 200s only: a negative entry is not every route's answer (the webclient's thumbnail forms answer a
         # placeholder where the webgateway's, sharing their key, answer 404)
         if entry is None or entry.status != 200 or entry.key != hot[0] or not entry.public \
-                or entry.fresh_until <= self.clock():
-            return False
+                or entry.fresh_until <= now:
+            return None
         self.registry.refresh()
         if not self.registry.valid(entry.tags, entry.epoch) or self.registry.soft_since(entry) is not None:
-            return False
-        self.metrics.hot.hits["memory"] += 1
-        if self.prefetch is not None:
-            self.prefetch.ledger.seen(hot[1], True)
-        await self.delivery.send_entry(scope, headers, send, entry, self.delivery.headers(entry, HIT, "memory", True))
-        return True
+            return None
+        answer = HotAnswer(entry, hot[1], int(now), self.registry.known,
+                           self.delivery.headers(entry, HIT, "memory", True))
+        self.hot.put(key, answer)
+        return answer
 
     # --- lookup → decide → fill → deliver ------------------------------------------------------------
     async def cached(self, req: Request, send: Send) -> None:

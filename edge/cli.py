@@ -62,29 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     os.environ.pop("EDGE_CONFIG", None)  # everything is in EDGE_* now
-    host, _, port = settings.bind.rpartition(":")
     scheme = "https" if settings.certfile else "http"
     print(f"edge: {settings.server} on {scheme}://{settings.bind} ({settings.workers} worker(s)) "
           f"→ {', '.join(settings.backend)}", file=sys.stderr, flush=True)
     if settings.server == "granian":
-        from granian import Granian
-        from granian.constants import HTTPModes, Interfaces
-        from granian.http import HTTP1Settings, HTTP2Settings
-
-        kwargs = {}
-        if settings.certfile:
-            kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
-        # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
-        # A worker that dies is replaced (granian's default stops the whole server); its counts stay in the
-        # node's metrics (edge/nodemetrics.py).
-        Granian("edge.app:app", address=host.strip("[]"), port=int(port), interface=Interfaces.ASGI,
-                workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
-                workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
-                respawn_failed_workers=True,
-                http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
-                                             max_buffer_size=settings.max_header_size),
-                http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),
-                **kwargs).serve()
+        granian_server("edge.app:app", settings, settings.server_interface).serve()
     else:
         from hypercorn.config import Config
         from hypercorn.run import run
@@ -112,6 +94,29 @@ def _serve(settings: Settings) -> int:
         config.graceful_timeout = settings.shutdown_timeout
         run(config)
     return 0
+
+
+def granian_server(target: str, settings: Settings, interface: str):
+    """granian as `edge serve` runs it (also the benchmark's bare-app ceiling: same options, same worker)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings, HTTP2Settings
+
+    host, _, port = settings.bind.rpartition(":")
+    kwargs = {}
+    if settings.certfile:
+        kwargs = {"ssl_cert": Path(settings.certfile), "ssl_key": Path(settings.keyfile)}
+    # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
+    # A worker that dies is replaced (granian's default stops the whole server); its counts stay in the
+    # node's metrics (edge/nodemetrics.py).
+    return Granian(target, address=host.strip("[]"), port=int(port), interface=Interfaces(interface),
+                   workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
+                   workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
+                   respawn_failed_workers=True,
+                   http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000),
+                                                max_buffer_size=settings.max_header_size),
+                   http2_settings=HTTP2Settings(max_concurrent_streams=256, max_headers_size=settings.max_header_size),
+                   **kwargs)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -59,15 +59,19 @@ class Delivery:
 
     async def send_entry(self, scope: dict, request_headers: dict[bytes, bytes], send: Send, entry: Entry,
                          headers: list[tuple[bytes, bytes]]) -> None:
-        """304 on a matching If-None-Match, gzip for JSON and HTML when accepted, no body for HEAD."""
-        inm = request_headers.get(b"if-none-match")
+        status, headers, body = self.answer(scope["method"], request_headers.get(b"if-none-match"),
+                                            b"gzip" in request_headers.get(b"accept-encoding", b""), entry, headers)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def answer(self, method: str, inm: bytes | None, gzip_ok: bool, entry: Entry,
+               headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """(status, headers, body) on the wire, whatever the server interface: 304 on a matching If-None-Match,
+        gzip for JSON and HTML when accepted, no body for HEAD."""
         if inm and entry.status == 200 and entry.etag.encode() in _etags(inm):
-            headers = [h for h in headers if h[0] not in (b"content-length", b"content-type")]
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
+            return 304, [h for h in headers if h[0] not in (b"content-length", b"content-type")], b""
         body = entry.body
-        if entry.compressible and b"gzip" in request_headers.get(b"accept-encoding", b""):
+        if entry.compressible and gzip_ok:
             if entry.gzipped is None:
                 entry.gzipped = gzip.compress(body, compresslevel=5)
             body = entry.gzipped
@@ -75,12 +79,10 @@ class Delivery:
             headers = [h for h in headers if h[0] not in (b"content-length", b"vary")]
             headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode()),
                         (b"vary", vary)]
-        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        if scope["method"] == "HEAD":
-            await send({"type": "http.response.body", "body": b""})
-            return
+        if method == "HEAD":
+            return entry.status, headers, b""
         self.metrics.hot.bytes_served += len(body)
-        await send({"type": "http.response.body", "body": body})
+        return entry.status, headers, body
 
     async def error(self, req: Request, send: Send, exc: Exception) -> None:
         """The upstream could not answer (502/504), or another process's fill took too long (504)."""

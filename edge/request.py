@@ -117,9 +117,10 @@ class Classifier:
             self.channels.clear()
         self.channels[image_id] = count
 
-    def hot(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[str, str] | None:
-        """The (key, digest) an anonymous URL had before: the hit path skips parsing and key building."""
-        return self._hot.get(_hot_key(scope, headers))
+    def hot(self, key: tuple) -> tuple[str, str] | None:
+        """The (key, digest) an anonymous URL (its `hot_key`) had before: the hit path skips parsing and key
+        building."""
+        return self._hot.get(key)
 
     async def classify(self, scope: dict, headers: dict[bytes, bytes], anonymous: bool) -> Request | Bypass:
         parsed = parse(scope["path"], scope["query_string"])
@@ -135,12 +136,13 @@ class Classifier:
         if anonymous and req.key:
             if len(self._hot) >= _HOT_SIZE:
                 self._hot.clear()
-            self._hot[_hot_key(scope, headers)] = (req.key, req.digest)
+            self._hot[asgi_hot_key(scope, headers)] = (req.key, req.digest)
         return req
 
 
-def _hot_key(scope: dict, headers: dict[bytes, bytes]) -> tuple:
-    """What makes two anonymous GETs the same request before any parsing: path, query, Host, scheme."""
+def asgi_hot_key(scope: dict, headers: dict[bytes, bytes]) -> tuple:
+    """What makes two anonymous GETs the same request before any parsing: path, query, Host, scheme (the RSGI
+    adapter builds the same tuple from its scope: edge/rsgi.py)."""
     return scope["path"], scope["query_string"], headers.get(b"host"), scope.get("scheme")
 
 

@@ -60,6 +60,9 @@ class Settings:
     metrics_dir: str = _doc("Node-local directory where the workers write their metrics for /_edge/metrics to add "
                             "up (`edge serve` empties it at start); empty = a fresh temporary one when workers > 1 "
                             "(docs/deploy.md, Metrics).", "")
+    server_interface: Literal["asgi", "rsgi"] = _doc(
+        "granian's interface to the edge: RSGI (a hit is one call, no ASGI messages) or ASGI; the same request "
+        "pipeline either way (hypercorn always speaks ASGI).", "rsgi")
     # tiers
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")

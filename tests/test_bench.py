@@ -107,13 +107,19 @@ def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
 @needs_h2load
 def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
     out = tmp_path / "hits.json"
-    bench("hits", "--speed", "0", "--requests", "300", "--concurrency", "1,20", "--json", str(out))
+    bench("hits", "--speed", "0", "--requests", "300", "--concurrency", "1,20", "--interfaces", "asgi,rsgi",
+          "--json", str(out))
     results = json.loads(out.read_text())["results"]
-    assert {(r["target"], r["concurrency"]) for r in results} == {
-        (t, c) for t in ("edge-warm", "nginx-static", "nginx-warm") for c in (1, 20)}
+    targets = ("edge-asgi", "edge-rsgi", "bare-asgi", "bare-rsgi", "nginx-static", "nginx-warm",
+               "nginx-tls+edge-asgi", "nginx-tls+edge-rsgi")  # the default transport is h2-tls
+    assert {(r["target"], r["concurrency"]) for r in results} == {(t, c) for t in targets for c in (1, 20)}
     for r in results:
         assert r["succeeded"] == 300 and r["backend_renders"] == 0
         assert r["req_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_us_per_req"] >= 0
+        assert r["req_per_s_vs_static"] > 0 and r["p99_vs_static"] > 0
+        # every edge and bare row is compared with the bare app on its own interface; nginx rows are not
+        assert ("req_per_s_vs_bare" in r) == r["target"].startswith(("edge-", "bare-"))
+    assert all(r["req_per_s_vs_bare"] == 1.0 for r in results if r["target"].startswith("bare-"))
 
 
 @pytest.mark.process

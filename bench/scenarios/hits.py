@@ -1,7 +1,12 @@
 """`bench hits`: cache-hit throughput and latency under load, measured with h2load.
 
-Three servers answer the same plate's thumbnail URLs from cache: the warm edge, nginx serving
-the very same bytes as static files (the ceiling), and nginx's proxy cache warmed by one pass.
+Servers answer the same plate's thumbnail URLs from cache: the warm edge, nginx serving the very
+same bytes as static files (the ceiling), nginx's proxy cache warmed by one pass, and the bare
+app (bench/bare.py: a constant body of the thumbnails' mean size from memory, on granian with the
+edge's options: the ceiling of any Python hit path), each edge and bare app once per granian
+interface asked for (`edge-asgi`, `bare-rsgi`, ...); over h2-tls also the recommended shape, nginx
+terminating TLS in front of each edge (`nginx-tls+edge-rsgi`: `edge nginx-conf`). Ratios: req/s ÷ nginx static, and req/s, CPU
+µs/request and p99 ÷ the bare app on the same interface.
 For each concurrency (requests in flight), h2load runs a fixed number of requests; reported:
 req/s, mean and p99 latency (h2load's per-request log), and the server's CPU time per request
 (utime+stime of its whole process tree from /proc): the figure that carries to other machines.
@@ -15,6 +20,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +30,7 @@ from rich.table import Table
 from bench.clients import Transport
 from bench.measure import LoadFailed, percentile
 from bench.nginx import Listeners, Nginx, static_conf
-from bench.procs import HOST, Child, free_port, which
+from bench.procs import HOST, Child, console_script, free_port, which
 from bench.scenarios.plate import find_plate, warm_plate
 from bench.targets import Edge, NginxCache, Stack
 
@@ -78,6 +84,75 @@ class StaticNginx:
         return {Transport.H1: self.listeners.h1, Transport.H2: self.listeners.h2c, Transport.H2_TLS: self.listeners.tls}
 
 
+class BareApp:
+    """bench/bare.py on granian, a plain server (h1, h2c) and a TLS one, like the edge's."""
+
+    def __init__(self, stack: Stack, interface: str, size: int) -> None:
+        self.stack, self.interface, self.size = stack, interface, size
+        self.name = f"bare-{interface}"
+        self.plain_port, self.tls_port = free_port(), free_port()
+        self.children: dict[bool, Child] = {}
+
+    def start(self) -> None:
+        certs = self.stack.certs
+        for tls, port in ((False, self.plain_port), (True, self.tls_port)):
+            argv = [sys.executable, "-m", "bench.bare", "--bind", f"{HOST}:{port}", "--size", str(self.size),
+                    "--interface", self.interface, "--workers", str(self.stack.settings.server_workers)]
+            if tls:
+                argv += ["--certfile", str(certs.cert), "--keyfile", str(certs.key)]
+            self.children[tls] = self.stack.children.start(self.name, argv)
+            self.children[tls].wait_port(port)
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            self.stack.children.stop(child)
+        self.children = {}
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H1: self.plain_port, Transport.H2: self.plain_port, Transport.H2_TLS: self.tls_port}
+
+    def roots(self, transport: Transport) -> tuple[int, ...]:
+        return (self.children[transport is Transport.H2_TLS].pid,)
+
+
+class NginxFront:
+    """The recommended TLS shape: nginx terminates TLS (h2) in front of an edge's plain listener, with the config
+    `edge nginx-conf` renders; one worker and no access log, like every other server here."""
+
+    def __init__(self, stack: Stack, edge: Edge, interface: str) -> None:
+        self.stack, self.edge = stack, edge
+        self.name = f"nginx-tls+edge-{interface}"
+        self.port, self.prefix = free_port(), stack.fresh_dir("nginx-front")
+        self.child: Child | None = None
+        argv = console_script("edge") + [
+            "nginx-conf", "--edge", f"{HOST}:{edge.plain.port}", "--omero-web", f"{HOST}:{stack.sim.port}",
+            "--listen", f"{HOST}:{self.port}", "--tls-cert", str(stack.certs.cert),
+            "--tls-key", str(stack.certs.key), "--prefix", str(self.prefix)]
+        conf = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+        conf = conf.replace("worker_processes auto;", f"worker_processes {stack.settings.server_workers};")
+        # As bench.nginx's servers: nginx's default ends a connection after 1,000 requests, and h2load does not
+        # reconnect (the rest of that connection's share fails).
+        conf = conf.replace("\nhttp {\n", "\nhttp {\n    keepalive_requests 1000000;\n", 1)
+        (self.prefix / "nginx.conf").write_text(re.sub(r"access_log [^;]+;", "access_log off;", conf))
+
+    def start(self) -> None:
+        self.child = self.stack.children.start(self.name, [which("nginx") or "nginx", "-p", str(self.prefix),
+                                                           "-c", str(self.prefix / "nginx.conf"), "-e", "stderr"])
+        self.child.wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.stack.children.stop(self.child)
+            self.child = None
+
+    def ports(self) -> dict[Transport, int]:
+        return {Transport.H2_TLS: self.port}
+
+    def roots(self, transport: Transport) -> tuple[int, ...]:
+        """nginx and the edge behind it: the shape's CPU is both."""
+        return self.child.pid, self.edge.plain.child.pid
+
+
 def h2load(urls: list[str], transport: Transport, concurrency: int, requests: int, log: Path) -> dict:
     binary = which("h2load")
     if binary is None:
@@ -97,7 +172,7 @@ def h2load(urls: list[str], transport: Transport, concurrency: int, requests: in
     out = done.stdout
     match = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
-    if done.returncode != 0 or match is None or ok is None:
+    if done.returncode != 0 or match is None or ok is None or int(ok.group(1)) != requests:
         raise LoadFailed(f"h2load failed ({done.returncode}): {' '.join(argv)}\n{out[-1500:]}{done.stderr[-1500:]}")
     latencies = [int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line.count("\t") >= 2]
     return {"req_per_s": float(match.group(3)), "succeeded": int(ok.group(1)),
@@ -106,17 +181,22 @@ def h2load(urls: list[str], transport: Transport, concurrency: int, requests: in
 
 
 def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int], requests: int,
-             log: Callable[[str], None]) -> tuple[list[dict], Table]:
+             log: Callable[[str], None], interfaces: list[str]) -> tuple[list[dict], Table]:
     plate = find_plate(stack.sim.info)
-    edge = Edge(stack, warm=True)
+    edges = [Edge(stack, warm=True, interface=interface) for interface in interfaces]
+    for edge, interface in zip(edges, interfaces):
+        edge.name = f"edge-{interface}"
     cache = NginxCache(stack, warm=True)
+    bares: list[BareApp] = []
+    fronts: list[NginxFront] = []
     results: list[dict] = []
     try:
-        edge.start()
-        warm_plate(stack, edge, plate["id"])
-        grid = httpx.get(f"{edge.url}/webgateway/plate/{plate['id']}/0/", timeout=60).json()
+        for edge in edges:
+            edge.start()
+            warm_plate(stack, edge, plate["id"])
+        grid = httpx.get(f"{edges[0].url}/webgateway/plate/{plate['id']}/0/", timeout=60).json()
         paths = [f"/webgateway/render_thumbnail/{cell['id']}/" for row in grid["grid"] for cell in row if cell]
-        with httpx.Client(base_url=edge.url, timeout=60) as client:
+        with httpx.Client(base_url=edges[0].url, timeout=60) as client:
             bodies = {path: client.get(path).content for path in paths}
         static = StaticNginx(stack, bodies)
         cache.start()
@@ -124,18 +204,28 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
             for path in paths:
                 client.get(path).raise_for_status()
         static.nginx.start()
-        servers: list[tuple[str, dict[Transport, int], Child | None]] = [
-            (edge.name, edge.ports(), None), (static.name, static.ports(), static.nginx.child),
-            (cache.name, cache.ports(), cache.nginx.child)]
-        for name, ports, child in servers:
-            for transport in transports:
+        size = round(statistics.fmean(len(body) for body in bodies.values()))
+        bares = [BareApp(stack, interface, size) for interface in interfaces]
+        if Transport.H2_TLS in transports:
+            fronts = [NginxFront(stack, edge, interface) for edge, interface in zip(edges, interfaces)]
+        for server in (*bares, *fronts):
+            server.start()
+        servers: list[tuple[str, dict[Transport, int], Callable[[Transport], tuple[int, ...]]]] = [
+            *((e.name, e.ports(), lambda t, e=e: ((e.tls if t is Transport.H2_TLS else e.plain).child.pid,))
+              for e in edges),
+            *((b.name, b.ports(), b.roots) for b in bares),
+            *((f.name, f.ports(), f.roots) for f in fronts),
+            (static.name, static.ports(), lambda t: (static.nginx.child.pid,)),
+            (cache.name, cache.ports(), lambda t: (cache.nginx.child.pid,))]
+        for name, ports, roots_of in servers:
+            for transport in (t for t in transports if t in ports):
                 for concurrency in concurrencies:
-                    root = child.pid if child else (edge.tls if transport is Transport.H2_TLS else edge.plain).child.pid
+                    roots = roots_of(transport)
                     scheme = "https" if transport is Transport.H2_TLS else "http"
                     urls = [f"{scheme}://{HOST}:{ports[transport]}{p}" for p in paths]
-                    renders, cpu = stack.sim.totals()["renders"], tree_cpu_seconds(root)
+                    renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, roots))
                     figures = h2load(urls, transport, concurrency, requests, stack.tmp / f"h2load-{name}.log")
-                    cpu = tree_cpu_seconds(root) - cpu
+                    cpu = sum(map(tree_cpu_seconds, roots)) - cpu
                     row = {"target": name, "transport": transport.value, "concurrency": concurrency,
                            "requests": requests, **{k: round(v, 3) for k, v in figures.items()},
                            "cpu_us_per_req": round(cpu / requests * 1e6, 1),
@@ -145,27 +235,40 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
                         f"p99 {row['p99_ms']:.2f} ms, {row['cpu_us_per_req']} µs/req")
         static.nginx.stop()
     finally:
-        edge.stop()
-        cache.stop()
+        for server in (*edges, *bares, *fronts, cache):
+            server.stop()
     _ratios(results)
     return results, hits_table(results)
 
 
 def _ratios(results: list[dict]) -> None:
-    static = {(r["transport"], r["concurrency"]): r for r in results if r["target"] == "nginx-static"}
+    """÷ nginx static (req/s, p99) for every row; ÷ the bare app on the same interface for edges and bare apps."""
+    cells = {(r["target"], r["transport"], r["concurrency"]): r for r in results}
     for r in results:
-        base = static.get((r["transport"], r["concurrency"]))
-        if base:
-            r["req_per_s_vs_static"] = round(r["req_per_s"] / base["req_per_s"], 2)
+        static = cells.get(("nginx-static", r["transport"], r["concurrency"]))
+        if static:
+            r["req_per_s_vs_static"] = round(r["req_per_s"] / static["req_per_s"], 2)
+            r["p99_vs_static"] = round(r["p99_ms"] / static["p99_ms"], 2)
+        kind, _, interface = r["target"].partition("-")
+        bare = cells.get((f"bare-{interface}", r["transport"], r["concurrency"])) if kind in ("edge", "bare") else None
+        if bare:
+            r["req_per_s_vs_bare"] = round(r["req_per_s"] / bare["req_per_s"], 2)
+            r["cpu_vs_bare"] = round(r["cpu_us_per_req"] / bare["cpu_us_per_req"], 2) if bare["cpu_us_per_req"] else None
+            r["p99_vs_bare"] = round(r["p99_ms"] / bare["p99_ms"], 2)
 
 
 def hits_table(results: list[dict]) -> Table:
     table = Table(header_style="bold")
-    for name in ("target", "transport", "in flight", "req/s", "÷ static", "mean ms", "p99 ms", "CPU µs/req",
-                 "renders"):
+    for name in ("target", "transport", "in flight", "req/s", "÷ static", "÷ bare", "mean ms", "p99 ms",
+                 "p99 ÷ static", "CPU µs/req", "CPU ÷ bare", "renders"):
         table.add_column(name, justify="left" if name in ("target", "transport") else "right")
     for r in sorted(results, key=lambda r: (r["transport"], r["concurrency"], r["target"])):
         table.add_row(r["target"], r["transport"], str(r["concurrency"]), f"{r['req_per_s']:,.0f}",
-                      f"{r.get('req_per_s_vs_static', 0):.2f}", f"{r['mean_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['cpu_us_per_req']:.1f}", str(r["backend_renders"]))
+                      _ratio(r, "req_per_s_vs_static"), _ratio(r, "req_per_s_vs_bare"), f"{r['mean_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", _ratio(r, "p99_vs_static"), f"{r['cpu_us_per_req']:.1f}",
+                      _ratio(r, "cpu_vs_bare"), str(r["backend_renders"]))
     return table
+
+
+def _ratio(row: dict, name: str) -> str:
+    return "–" if row.get(name) is None else f"{row[name]:.2f}"
