@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 from collections.abc import Callable
 
 from rich.console import Console
@@ -44,6 +45,21 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected comma-separated integers ≥ 1")
     return values
+
+
+def _sizes(text: str) -> list[int]:
+    from bench.scenarios.scale import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def scale_memory_size() -> int:
+    from edge.settings import Settings
+
+    return Settings().memory_size
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -205,6 +221,20 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
     return Report("all", _settings(args), {}, [r.to_json() for r in reports], plot=plot_all)
 
 
+def run_scale(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.scenarios import scale, scale_nginx
+
+    runs = {"memory": lambda: scale.run_memory(args.sizes, args.memory_size, _log),
+            "disk": lambda: scale.run_disk(args.dir or stack.fresh_dir("scale-disk"), args.sizes, _log),
+            "redis": lambda: scale.run_redis(args.redis, args.sizes, _log),
+            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, _log)}
+    tiers = [t for t in args.tiers if t != "redis"] + (["redis"] if args.redis else [])
+    rows = [row for tier in tiers for row in runs[tier]()]
+    scale.add_ratios(rows)
+    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size}
+    return Report("scale", _settings(args), params, rows, scale.scale_table(rows), scale.NOTES)
+
+
 def _log(message: str) -> None:
     ERR.print(f"[dim]{message}[/dim]")
 
@@ -291,6 +321,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_warm_options(p)
     _add_common(p)
     p.set_defaults(run=_command(run_warm))
+
+    p = sub.add_parser("scale", help="hit cost, bytes, start-up, eviction and RSS of each tier at 10k, 300k, 3M entries",
+                       description="Fills the memory and disk tiers (and Redis with --redis) through their own "
+                                   "methods with synthetic thumbnail entries, and nginx's proxy cache with as many "
+                                   "URLs, then measures per size: hit latency, bytes per entry, start-up, the cost "
+                                   "of an insert that evicts, RSS; and each hit cost ÷ the smallest size's.")
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--sizes", type=_sizes, default=[10_000, 300_000, 3_000_000], metavar="N,N,...",
+                   help="entries per tier, comma-separated, k and M allowed (default 10k,300k,3M: 3M needs ~12 GB "
+                        "of disk for the tier and as much for nginx's files)")
+    g.add_argument("--memory-size", type=positive_int, default=scale_memory_size(), metavar="BYTES",
+                   help="the memory tier's size limit (default the edge's memory_size)")
+    g.add_argument("--redis", metavar="URL", help="also measure a Redis tier (redis://127.0.0.1:6379/0); its entries "
+                                                  "live under bench-scale:e: and are removed at the end")
+    g.add_argument("--dir", type=Path, metavar="DIR",
+                   help="an empty directory for the disk tier (default a temporary one, removed at the end)")
+    g.add_argument("--tiers", type=_csv(("memory", "disk", "nginx")), default=["memory", "disk", "nginx"],
+                   help="comma-separated subset of memory,disk,nginx (nginx = its proxy cache; default all)")
+    _add_common(p)
+    p.set_defaults(run=_command(run_scale))
 
     p = sub.add_parser("all", help="plate-384, tiles, browse, hits and warm in one run",
                        description="Every scenario with its defaults on one simulated backend; --json writes "
