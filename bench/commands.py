@@ -224,14 +224,14 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
 def run_scale(args: argparse.Namespace, stack: Stack) -> Report:
     from bench.scenarios import scale, scale_nginx
 
-    runs = {"memory": lambda: scale.run_memory(args.sizes, args.memory_size, _log),
-            "disk": lambda: scale.run_disk(args.dir or stack.fresh_dir("scale-disk"), args.sizes, _log),
-            "redis": lambda: scale.run_redis(args.redis, args.sizes, _log),
-            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, _log)}
+    runs = {"memory": lambda: scale.run_memory(args.sizes, args.memory_size, args.lookups, _log),
+            "disk": lambda: scale.run_disk(args.dir or stack.fresh_dir("scale-disk"), args.sizes, args.lookups, _log),
+            "redis": lambda: scale.run_redis(args.redis, args.sizes, args.lookups, _log),
+            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, args.lookups, _log)}
     tiers = [t for t in args.tiers if t != "redis"] + (["redis"] if args.redis else [])
     rows = [row for tier in tiers for row in runs[tier]()]
     scale.add_ratios(rows)
-    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size}
+    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size, "lookups": args.lookups}
     return Report("scale", _settings(args), params, rows, scale.scale_table(rows), scale.NOTES)
 
 
@@ -333,6 +333,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "of disk for the tier and as much for nginx's files)")
     g.add_argument("--memory-size", type=positive_int, default=scale_memory_size(), metavar="BYTES",
                    help="the memory tier's size limit (default the edge's memory_size)")
+    g.add_argument("--lookups", type=positive_int, default=20_000, metavar="N",
+                   help="timed hits per tier and size (default 20000)")
     g.add_argument("--redis", metavar="URL", help="also measure a Redis tier (redis://127.0.0.1:6379/0); its entries "
                                                   "live under bench-scale:e: and are removed at the end")
     g.add_argument("--dir", type=Path, metavar="DIR",

@@ -30,8 +30,7 @@ from edge.tiers import DiskTier, MemoryTier, RedisTier
 
 BODY_BYTES = 3 * 1024
 BATCH = 1000  # entries per DiskTier.set_many transaction / Redis pipeline
-LOOKUPS = 20_000
-WARMUP = 1_000
+LOOKUPS = 20_000  # timed hits per tier and size (default of --lookups); a twentieth more warm up first
 MAX_RATIO = 1.5  # issue 14: a hit may cost at most 1.5× at the largest size what it costs at the smallest
 NOTES = ["Entries: a 3 KB JPEG-shaped body with a render_thumbnail entry's headers and tags; keys of "
          "`/webgateway/render_thumbnail/<i>/`. Lookups are random existing keys (the worst case: no locality), "
@@ -111,12 +110,14 @@ def latency(samples_us: list[float]) -> dict[str, float]:
 
 
 def timed_lookups(get: Callable[[str, str], Entry | None], indices: list[int]) -> dict:
-    """Time `get(digest, key)` for each index; misses (evicted earlier) are counted, not timed."""
+    """Time `get(digest, key)` for each index after the first twentieth (the warm-up); misses (entries
+    evicted earlier) are counted, not timed."""
     keys = [(digest(k), k) for k in map(thumbnail_key, indices)]
-    for d, k in keys[:WARMUP]:
+    warmup = len(keys) // 21
+    for d, k in keys[:warmup]:
         get(d, k)
     samples, misses = [], 0
-    for d, k in keys[WARMUP:]:
+    for d, k in keys[warmup:]:
         t0 = time.perf_counter_ns()
         hit = get(d, k)
         elapsed = time.perf_counter_ns() - t0
@@ -147,13 +148,13 @@ def fill_disk(directory: Path, start: int, stop: int) -> float:
     return rate
 
 
-def probe_disk(directory: str, n: int, evictions: int, seed: int) -> dict:
+def probe_disk(directory: str, n: int, lookups: int, evictions: int, seed: int) -> dict:
     """In a fresh process: open the full tier, time random hits, read RSS, then insert into the full tier."""
     t0 = time.perf_counter()
     tier = DiskTier(directory, DISK_LIMIT)
     tier.get(digest(thumbnail_key(0)), thumbnail_key(0))
     startup = time.perf_counter() - t0
-    figures = {"startup_s": round(startup, 4), **timed_lookups(tier.get, sample(n, LOOKUPS + WARMUP, seed)),
+    figures = {"startup_s": round(startup, 4), **timed_lookups(tier.get, sample(n, lookups * 21 // 20, seed)),
                **proc_status()}
     count, volume = tier.stats()
     tier.close()
@@ -176,14 +177,14 @@ def in_child(function: Callable[..., dict], *args: object) -> dict:
         return pool.apply(function, args)
 
 
-def run_disk(directory: Path, sizes: list[int], log: Callable[[str], None]) -> list[dict]:
+def run_disk(directory: Path, sizes: list[int], lookups: int, log: Callable[[str], None]) -> list[dict]:
     rows, filled = [], 0
     for index, n in enumerate(sizes):
         rate = fill_disk(directory, filled, n)
         log(f"disk: filled {filled:,}..{n:,} at {rate:,.0f} entries/s")
         filled = n
         bytes_total, _ = du(directory)
-        figures = in_child(probe_disk, str(directory), n, max(100, min(5000, n // 20)), index + 1)
+        figures = in_child(probe_disk, str(directory), n, lookups, max(100, min(5000, n // 20)), index + 1)
         rows.append({"tier": "disk", "entries": n, "fill_per_s": round(rate), "bytes_per_entry": round(bytes_total / n),
                      "dir_bytes": bytes_total, **figures})
         log(f"disk: {n:,} entries: hit p50 {figures['p50_us']} µs p99 {figures['p99_us']} µs, "
@@ -193,7 +194,7 @@ def run_disk(directory: Path, sizes: list[int], log: Callable[[str], None]) -> l
 
 
 # --- L0 memory --------------------------------------------------------------------------------------
-def probe_memory(n: int, max_bytes: int, seed: int) -> dict:
+def probe_memory(n: int, max_bytes: int, lookups: int, seed: int) -> dict:
     """Insert n entries into a MemoryTier of max_bytes (the overflow evicts), time hits on what it holds."""
     tier = MemoryTier(max_bytes)
     t0 = time.perf_counter()
@@ -204,17 +205,17 @@ def probe_memory(n: int, max_bytes: int, seed: int) -> dict:
         inserts += len(batch)
     rate = inserts / (time.perf_counter() - t0)
     held = len(tier)
-    figures = timed_lookups(lambda d, _key: tier.get(d), [n - 1 - i for i in sample(held, LOOKUPS + WARMUP, seed)])
+    figures = timed_lookups(lambda d, _key: tier.get(d), [n - 1 - i for i in sample(held, lookups * 21 // 20, seed)])
     return {"tier": "memory", "entries": n, "held": held, "fill_per_s": round(rate),
             "bytes_per_entry": round(tier.bytes / held), **figures, **proc_status()}
 
 
-def run_memory(sizes: list[int], max_bytes: int, log: Callable[[str], None]) -> list[dict]:
+def run_memory(sizes: list[int], max_bytes: int, lookups: int, log: Callable[[str], None]) -> list[dict]:
     rows = []
     for index, n in enumerate(sizes):
         # Beyond twice what fits the tier is the same (full, evicting): skip building millions of entries.
         fits = max_bytes // (BODY_BYTES + 256)
-        row = in_child(probe_memory, min(n, 2 * fits), max_bytes, index + 1)
+        row = in_child(probe_memory, min(n, 2 * fits), max_bytes, lookups, index + 1)
         row["entries"] = n
         rows.append(row)
         log(f"memory: {n:,} offered, {row['held']:,} held: hit p50 {row['p50_us']} µs p99 {row['p99_us']} µs")
@@ -228,7 +229,7 @@ class ScaleRedis(RedisTier):
     prefix = "bench-scale:e:"
 
 
-async def _redis_run(url: str, sizes: list[int], log: Callable[[str], None]) -> list[dict]:
+async def _redis_run(url: str, sizes: list[int], lookups: int, log: Callable[[str], None]) -> list[dict]:
     tier = ScaleRedis(url, max_body=1 << 20, timeout=5.0)
     rows, filled = [], 0
     try:
@@ -243,7 +244,7 @@ async def _redis_run(url: str, sizes: list[int], log: Callable[[str], None]) -> 
             filled = n
             used = (await tier.client.info("memory"))["used_memory"]
             one = await tier.client.memory_usage(tier.prefix + digest(thumbnail_key(0)))
-            keys = [(digest(k), k) for k in map(thumbnail_key, sample(n, LOOKUPS // 4, index + 1))]
+            keys = [(digest(k), k) for k in map(thumbnail_key, sample(n, lookups, index + 1))]
             samples = []
             for d, k in keys:
                 t1 = time.perf_counter_ns()
@@ -260,8 +261,8 @@ async def _redis_run(url: str, sizes: list[int], log: Callable[[str], None]) -> 
     return rows
 
 
-def run_redis(url: str, sizes: list[int], log: Callable[[str], None]) -> list[dict]:
-    return asyncio.run(_redis_run(url, sizes, log))
+def run_redis(url: str, sizes: list[int], lookups: int, log: Callable[[str], None]) -> list[dict]:
+    return asyncio.run(_redis_run(url, sizes, lookups, log))
 
 
 # --- report -----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from bench.measure import LoadFailed
 from bench.nginx import Listeners, Nginx, constant_cache_conf
 from bench.procs import HOST, free_port
 from bench.scenarios.hits import h2load, tree_cpu_seconds
-from bench.scenarios.scale import BODY_BYTES, LOOKUPS, du, sample
+from bench.scenarios.scale import BODY_BYTES, du, sample
 from bench.targets import Stack
 
 KEYS_PER_MIB = 8000  # nginx docs (proxy_cache_path): "one megabyte zone can store about 8 thousand keys"
@@ -50,7 +50,7 @@ def url(port: int, i: int) -> str:
     return f"http://{HOST}:{port}/webgateway/render_thumbnail/{i}/"
 
 
-def run_nginx(stack: Stack, sizes: list[int], log: Callable[[str], None]) -> list[dict]:
+def run_nginx(stack: Stack, sizes: list[int], lookups: int, log: Callable[[str], None]) -> list[dict]:
     prefix = stack.fresh_dir("nginx-scale")
     body = prefix / "body.jpg"
     body.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * (BODY_BYTES - 6) + b"\xff\xd9")
@@ -72,17 +72,17 @@ def run_nginx(stack: Stack, sizes: list[int], log: Callable[[str], None]) -> lis
             disk, files = du(prefix / "cache")
             if files < n:
                 raise LoadFailed(f"nginx cached {files:,} files after {n:,} distinct URLs")
-            urls = [url(listeners.h2c, i) for i in sample(n, LOOKUPS, n)]
+            urls = [url(listeners.h2c, i) for i in sample(n, lookups, n)]
             if httpx.get(url(listeners.h1, n - 1)).headers.get("x-proxy-cache") != "HIT":
                 raise LoadFailed("nginx's proxy cache misses a URL it was filled with")
             cpu = tree_cpu_seconds(nginx.child.pid)
-            hits = h2load(urls, Transport.H2, 1, LOOKUPS, stack.tmp / "h2load-scale-hits.log")
+            hits = h2load(urls, Transport.H2, 1, lookups, stack.tmp / "h2load-scale-hits.log")
             cpu = tree_cpu_seconds(nginx.child.pid) - cpu
             rows.append({"tier": "nginx-cache", "entries": n, "fill_per_s": round(fill_rate),
                          "bytes_per_entry": round(disk / n), "files": files, "keys_zone_mib": zone,
                          "p50_us": round(hits["p50_ms"] * 1000, 1), "p99_us": round(hits["p99_ms"] * 1000, 1),
                          "mean_us": round(hits["mean_ms"] * 1000, 1), "hits_per_s": round(hits["req_per_s"]),
-                         "cpu_us_per_hit": round(cpu / LOOKUPS * 1e6, 2), "rss_mib": round(pss_mib(nginx.child.pid), 1)})
+                         "cpu_us_per_hit": round(cpu / lookups * 1e6, 2), "rss_mib": round(pss_mib(nginx.child.pid), 1)})
             log(f"nginx: {n:,} files: hit p50 {rows[-1]['p50_us']} µs, {rows[-1]['cpu_us_per_hit']} CPU µs/hit, "
                 f"{rows[-1]['bytes_per_entry']:,} B/file, filled at {fill_rate:,.0f}/s")
     finally:
