@@ -24,6 +24,7 @@ from bench.targets import PREFETCH, RECACHE, TARGETS, RunSettings, Stack
 
 ERR = Console(stderr=True)
 TRANSPORTS = tuple(t.value for t in Transport)
+SCALE_PARTS = ("memory", "disk", "nginx", "plan")
 Runner = Callable[[argparse.Namespace, Stack], Report]
 
 
@@ -54,6 +55,13 @@ def _sizes(text: str) -> list[int]:
         return parse_sizes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sizes_one(text: str) -> int:
+    sizes = _sizes(text)
+    if len(sizes) != 1:
+        raise argparse.ArgumentTypeError("expected one count like 2.8M")
+    return sizes[0]
 
 
 def scale_memory_size() -> int:
@@ -222,16 +230,18 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
 
 
 def run_scale(args: argparse.Namespace, stack: Stack) -> Report:
-    from bench.scenarios import scale, scale_nginx
+    from bench.scenarios import scale, scale_nginx, scale_plan
 
     runs = {"memory": lambda: scale.run_memory(args.sizes, args.memory_size, args.lookups, _log),
             "disk": lambda: scale.run_disk(args.dir or stack.fresh_dir("scale-disk"), args.sizes, args.lookups, _log),
             "redis": lambda: scale.run_redis(args.redis, args.sizes, args.lookups, _log),
-            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, args.lookups, _log)}
+            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, args.lookups, _log),
+            "plan": lambda: [scale_plan.run_plan(stack, args.plan_images, _log)]}
     tiers = [t for t in args.tiers if t != "redis"] + (["redis"] if args.redis else [])
     rows = [row for tier in tiers for row in runs[tier]()]
     scale.add_ratios(rows)
-    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size, "lookups": args.lookups}
+    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size, "lookups": args.lookups,
+              "plan_images": args.plan_images}
     return Report("scale", _settings(args), params, rows, scale.scale_table(rows), scale.NOTES)
 
 
@@ -339,8 +349,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "live under bench-scale:e: and are removed at the end")
     g.add_argument("--dir", type=Path, metavar="DIR",
                    help="an empty directory for the disk tier (default a temporary one, removed at the end)")
-    g.add_argument("--tiers", type=_csv(("memory", "disk", "nginx")), default=["memory", "disk", "nginx"],
-                   help="comma-separated subset of memory,disk,nginx (nginx = its proxy cache; default all)")
+    g.add_argument("--tiers", type=_csv(SCALE_PARTS), default=list(SCALE_PARTS),
+                   help="comma-separated subset of memory,disk,nginx,plan (nginx = its proxy cache, plan = `warm "
+                        "thumbnails --all --dry-run` over --plan-images in a PostgreSQL catalog; default all)")
+    g.add_argument("--plan-images", type=_sizes_one, default=2_800_000, metavar="N",
+                   help="images in the catalog the planner walks (default 2.8M, IDR's thumbnails)")
     _add_common(p)
     p.set_defaults(run=_command(run_scale))
 

@@ -270,7 +270,7 @@ def add_ratios(rows: list[dict]) -> None:
     """cost_ratio = cost per hit ÷ the same tier's at its smallest size: the median in-process (the mean and
     p99 carry the other processes' noise on a shared machine), server CPU µs for nginx; mean_ratio beside it."""
     first: dict[str, dict] = {}
-    for row in sorted(rows, key=lambda r: r["entries"]):
+    for row in sorted((r for r in rows if "entries" in r), key=lambda r: r["entries"]):
         base = first.setdefault(row["tier"], row)
         cost = "cpu_us_per_hit" if "cpu_us_per_hit" in row else "p50_us"
         row["cost_ratio"] = round(row[cost] / base[cost], 2)
@@ -309,5 +309,10 @@ def scale_table(rows: list[dict]) -> Table:
     for name, _ in COLUMNS:
         table.add_column(name, justify="left" if name == "tier" else "right")
     for row in rows:
-        table.add_row(*(cell(row) for _, cell in COLUMNS))
+        if "entries" in row:
+            table.add_row(*(cell(row) for _, cell in COLUMNS))
+        else:
+            table.caption = (f"{row['what']} over {row['images']:,} images ({row['plates']:,} plates, "
+                             f"{row['datasets']} datasets): {row['items']:,} batches planned in {row['plan_s']} s "
+                             f"({row['us_per_image']} µs/image), peak RSS {row['peak_rss_mib']} MiB")
     return table
