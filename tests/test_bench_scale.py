@@ -80,3 +80,15 @@ def test_nginx_cache_figures(report):
 def test_bad_sizes_are_a_usage_error():
     done = run_scale("--sizes", "lots")
     assert done.returncode == 2 and "bad size 'lots'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(find_binary("initdb") is None, reason="PostgreSQL server binaries needed (make system-deps)")
+def test_plan_over_a_postgres_catalog(tmp_path):
+    out = tmp_path / "plan.json"
+    done = run_scale("--tiers", "plan", "--plan-images", "2k", "--json", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["results"]
+    # 2 plates × 2 fields × ⌈384 / 50⌉ batches, and the other 464 images as one batch in each of 100 datasets.
+    assert (row["plates"], row["images"], row["items"]) == (2, 2000, 2 * 2 * 8 + 100)
+    assert row["plan_s"] > 0 and 10 < row["peak_rss_mib"] < 1024
+    assert "batches planned" in done.stdout
