@@ -38,7 +38,7 @@ CREATE TABLE dataset (id bigint PRIMARY KEY, name text NOT NULL, group_id bigint
 CREATE TABLE projectdatasetlink (parent bigint NOT NULL, child bigint NOT NULL);
 CREATE TABLE datasetimagelink (parent bigint NOT NULL, child bigint NOT NULL);
 """
-FILL = """
+_FILL = """
 INSERT INTO image SELECT i, 'image ' || i, now(), 3 FROM generate_series(1, %(images)s) i;
 INSERT INTO screen SELECT s, 'screen ' || s, 3 FROM generate_series(1, %(screens)s) s;
 INSERT INTO plate SELECT p, 'plate ' || p, 3 FROM generate_series(1, %(plates)s) p;
@@ -57,6 +57,8 @@ CREATE INDEX ON wellsample (image); CREATE INDEX ON projectdatasetlink (parent);
 CREATE INDEX ON datasetimagelink (child); CREATE INDEX ON plateacquisition (plate);
 ANALYZE;
 """
+# Parameters as bigint: psycopg sends small ints as smallint, and 3,646 plates × 384 wells overflows one.
+FILL = re.sub(r"%\((\w+)\)s", r"%(\1)s::bigint", _FILL)
 
 
 def shape(images: int) -> dict[str, int]:
