@@ -56,6 +56,12 @@ def test_disk_tier_figures(report):
         assert evict["inserts"] >= 100 and evict["evicted"] > 0 and all(evict[k] > 0 for k in LATENCY)
 
 
+def test_disk_tier_before_issue_14_beside_it(report):
+    for row in rows(report, "disk (diskcache LRU)"):
+        check_common(row)
+        assert row["lookups"] + row["misses"] == LOOKUPS
+
+
 def test_memory_tier_holds_what_fits(report):
     for row in rows(report, "memory"):
         check_common(row)

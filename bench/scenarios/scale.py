@@ -36,6 +36,8 @@ NOTES = ["Entries: a 3 KB JPEG-shaped body with a render_thumbnail entry's heade
          "`/webgateway/render_thumbnail/<i>/`. Lookups are random existing keys (the worst case: no locality), "
          "timed one by one in-process; start-up and RSS are of a fresh process that opened the full tier "
          "(the OS page cache is warm: the directory was just written).",
+         "disk (diskcache LRU) = the same directory read through diskcache's own LRU policy (one write transaction "
+         "per hit: the disk tier before issue 14), in the same process just before.",
          "evict = an insert into a full tier (size limit = its volume): diskcache culls 10 LRU rows every ~10 "
          "inserts, so the mean includes the evictions.",
          "cost × smallest = hit cost at N ÷ at the smallest N of the same tier (median µs in-process; server CPU µs for "
@@ -135,6 +137,7 @@ def sample(n: int, count: int, seed: int) -> list[int]:
 
 # --- L1 disk ----------------------------------------------------------------------------------------
 DISK_LIMIT = 2**50  # no eviction while filling
+STOCK_LRU = "disk (diskcache LRU)"  # the row of StockLruDisk: the tier as it was, measured beside it
 
 
 def fill_disk(directory: Path, start: int, stop: int) -> float:
@@ -148,8 +151,19 @@ def fill_disk(directory: Path, start: int, stop: int) -> float:
     return rate
 
 
+class StockLruDisk(DiskTier):
+    """The disk tier before issue 14: diskcache's own LRU, which writes access_time on every hit."""
+
+    eviction_policy = "least-recently-used"
+    touch_batch = 0
+
+
 def probe_disk(directory: str, n: int, lookups: int, evictions: int, seed: int) -> dict:
-    """In a fresh process: open the full tier, time random hits, read RSS, then insert into the full tier."""
+    """In a fresh process: open the full tier, time random hits, read RSS, then insert into the full tier.
+    Its `stock_lru` figures: the same hits through StockLruDisk, first, in the same process."""
+    stock = StockLruDisk(directory, DISK_LIMIT)
+    stock_figures = timed_lookups(stock.get, sample(n, lookups * 21 // 20, seed + 100))
+    stock.close()
     t0 = time.perf_counter()
     tier = DiskTier(directory, DISK_LIMIT)
     tier.get(digest(thumbnail_key(0)), thumbnail_key(0))
@@ -168,6 +182,7 @@ def probe_disk(directory: str, n: int, lookups: int, evictions: int, seed: int) 
     after, _ = tier.stats()
     tier.close()
     figures["evict"] = {**latency(costs), "inserts": evictions, "evicted": count + evictions - after}
+    figures["stock_lru"] = stock_figures
     return figures
 
 
@@ -185,9 +200,12 @@ def run_disk(directory: Path, sizes: list[int], lookups: int, log: Callable[[str
         filled = n
         bytes_total, _ = du(directory)
         figures = in_child(probe_disk, str(directory), n, lookups, max(100, min(5000, n // 20)), index + 1)
+        stock = figures.pop("stock_lru")
         rows.append({"tier": "disk", "entries": n, "fill_per_s": round(rate), "bytes_per_entry": round(bytes_total / n),
                      "dir_bytes": bytes_total, **figures})
-        log(f"disk: {n:,} entries: hit p50 {figures['p50_us']} µs p99 {figures['p99_us']} µs, "
+        rows.append({"tier": STOCK_LRU, "entries": n, **stock})
+        log(f"disk: {n:,} entries: hit p50 {figures['p50_us']} µs p99 {figures['p99_us']} µs "
+            f"(diskcache's LRU: {stock['p50_us']} µs, {stock['p99_us']} µs), "
             f"start-up {figures['startup_s']} s, evicting insert {figures['evict']['mean_us']} µs, "
             f"RSS {figures['rss_mib']:.0f} MiB, {bytes_total / n:,.0f} B/entry")
     return rows
