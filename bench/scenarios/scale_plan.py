@@ -106,7 +106,7 @@ def run_plan(stack: Stack, images: int, log: Callable[[str], None]) -> dict:
                 db.execute(statement, sizes)
         log(f"plan: catalog of {images:,} images ({sizes['plates']:,} plates) in {time.perf_counter() - t0:.0f} s")
         figures = plan(pg.dsn, stack.tmp)
-    row = {"what": "warm thumbnails --all --dry-run", **sizes, **figures,
+    row = {"tier": "plan", "what": "warm thumbnails --all --dry-run", **sizes, **figures,
            "us_per_image": round(figures["plan_s"] / images * 1e6, 1)}
     log(f"plan: {figures['items']:,} batches over {images:,} images in {figures['plan_s']} s, "
         f"peak RSS {figures['peak_rss_mib']} MiB")
