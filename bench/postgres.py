@@ -11,6 +11,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 
 from bench.procs import HOST, Child, Children, StartError, free_port, which
 
@@ -49,7 +50,22 @@ class Postgres:
             "-c", f"listen_addresses={HOST}", "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off", "-c", "maintenance_work_mem=256MB"])
         self.child.wait_port(self.port)
+        self._ready()
         return self
+
+    def _ready(self, timeout: float = 60.0) -> None:
+        """Until it accepts a session: it listens while still "starting up" (recovery, first checkpoint)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.dsn, connect_timeout=5).close()
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise StartError(f"PostgreSQL on port {self.port} not ready within {timeout:.0f}s: {exc}") from None
+                time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
         if self.child is not None:
