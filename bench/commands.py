@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 from collections.abc import Callable
 
 from rich.console import Console
@@ -24,6 +25,7 @@ from edge.settings import Settings
 
 ERR = Console(stderr=True)
 TRANSPORTS = tuple(t.value for t in Transport)
+SCALE_PARTS = ("memory", "disk", "nginx", "plan")
 Runner = Callable[[argparse.Namespace, Stack], Report]
 
 
@@ -45,6 +47,28 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected comma-separated integers ≥ 1")
     return values
+
+
+def _sizes(text: str) -> list[int]:
+    from bench.scenarios.scale import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sizes_one(text: str) -> int:
+    sizes = _sizes(text)
+    if len(sizes) != 1:
+        raise argparse.ArgumentTypeError("expected one count like 2.8M")
+    return sizes[0]
+
+
+def scale_memory_size() -> int:
+    from edge.settings import Settings
+
+    return Settings().memory_size
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -211,6 +235,22 @@ def run_all(args: argparse.Namespace, stack: Stack) -> Report:
     return Report("all", _settings(args), {}, [r.to_json() for r in reports], plot=plot_all)
 
 
+def run_scale(args: argparse.Namespace, stack: Stack) -> Report:
+    from bench.scenarios import scale, scale_nginx, scale_plan
+
+    runs = {"memory": lambda: scale.run_memory(args.sizes, args.memory_size, args.lookups, _log),
+            "disk": lambda: scale.run_disk(args.dir or stack.fresh_dir("scale-disk"), args.sizes, args.lookups, _log),
+            "redis": lambda: scale.run_redis(args.redis, args.sizes, args.lookups, _log),
+            "nginx": lambda: scale_nginx.run_nginx(stack, args.sizes, args.lookups, _log),
+            "plan": lambda: [scale_plan.run_plan(stack, args.plan_images, _log)]}
+    tiers = [t for t in args.tiers if t != "redis"] + (["redis"] if args.redis else [])
+    rows = [row for tier in tiers for row in runs[tier]()]
+    scale.add_ratios(rows)
+    params = {"sizes": args.sizes, "tiers": tiers, "memory_size": args.memory_size, "lookups": args.lookups,
+              "plan_images": args.plan_images}
+    return Report("scale", _settings(args), params, rows, scale.scale_table(rows), scale.NOTES)
+
+
 def _log(message: str) -> None:
     ERR.print(f"[dim]{message}[/dim]")
 
@@ -297,6 +337,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_warm_options(p)
     _add_common(p)
     p.set_defaults(run=_command(run_warm))
+
+    p = sub.add_parser("scale", help="hit cost, bytes, start-up, eviction and RSS of each tier at 10k, 300k, 3M entries",
+                       description="Fills the memory and disk tiers (and Redis with --redis) through their own "
+                                   "methods with synthetic thumbnail entries, and nginx's proxy cache with as many "
+                                   "URLs, then measures per size: hit latency, bytes per entry, start-up, the cost "
+                                   "of an insert that evicts, RSS; and each hit cost ÷ the smallest size's.")
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--sizes", type=_sizes, default=[10_000, 300_000, 3_000_000], metavar="N,N,...",
+                   help="entries per tier, comma-separated, k and M allowed (default 10k,300k,3M: 3M needs ~12 GB "
+                        "of disk for the tier and as much for nginx's files)")
+    g.add_argument("--memory-size", type=positive_int, default=scale_memory_size(), metavar="BYTES",
+                   help="the memory tier's size limit (default the edge's memory_size)")
+    g.add_argument("--lookups", type=positive_int, default=20_000, metavar="N",
+                   help="timed hits per tier and size (default 20000)")
+    g.add_argument("--redis", metavar="URL", help="also measure a Redis tier (redis://127.0.0.1:6379/0); its entries "
+                                                  "live under bench-scale:e: and are removed at the end")
+    g.add_argument("--dir", type=Path, metavar="DIR",
+                   help="an empty directory for the disk tier (default a temporary one, removed at the end)")
+    g.add_argument("--tiers", type=_csv(SCALE_PARTS), default=list(SCALE_PARTS),
+                   help="comma-separated subset of memory,disk,nginx,plan (nginx = its proxy cache, plan = `warm "
+                        "thumbnails --all --dry-run` over --plan-images in a PostgreSQL catalog; default all)")
+    g.add_argument("--plan-images", type=_sizes_one, default=2_800_000, metavar="N",
+                   help="images in the catalog the planner walks (default 2.8M, IDR's thumbnails)")
+    _add_common(p)
+    p.set_defaults(run=_command(run_scale))
 
     p = sub.add_parser("all", help="plate-384, tiles, browse, hits and warm in one run",
                        description="Every scenario with its defaults on one simulated backend; --json writes "

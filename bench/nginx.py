@@ -143,3 +143,30 @@ class Nginx:
         if clear_cache:
             shutil.rmtree(self.prefix / "cache", ignore_errors=True)
         self.start()
+
+
+def constant_cache_conf(prefix: Path, listeners: Listeners, certs: Certs, backend_port: int, body: Path,
+                        zone_mib: int) -> str:
+    """`bench scale`: a proxy cache (every GET, keyed by URI, never evicting) in front of a second server
+    of the same nginx that answers every URL with the file `body`, so filling N entries costs N cheap misses."""
+    top, listen = _prologue(prefix, listeners, certs, 1, sendfile=False)
+    return top + f"""  proxy_cache_path {prefix}/cache levels=1:2 keys_zone=scale:{zone_mib}m max_size=1024g inactive=180d use_temp_path=off;
+  upstream constant {{ server 127.0.0.1:{backend_port}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{backend_port};
+    root {body.parent};
+    location / {{ types {{}} default_type image/jpeg; try_files /{body.name} =404; }}
+  }}
+  server {{
+{listen}    location / {{
+      proxy_pass http://constant;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache scale;
+      proxy_cache_key $request_uri;
+      proxy_cache_valid 200 1d;
+      add_header X-Proxy-Cache $upstream_cache_status;
+    }}
+  }}
+}}
+"""

@@ -145,16 +145,28 @@ class RecordDisk(diskcache.Disk):
         return super().fetch(mode, filename, value, read)
 
 
+# diskcache's "least-recently-used" writes access_time in a transaction of its own on every hit (core.py,
+# Cache.get: the "slow path" whenever the policy's 'get' is set): 5× the cost of the read and, at p99, a WAL
+# checkpoint (`bench scale`, docs/bench.md "Scale"). "edge-lru" evicts by the same access_time index, reads
+# on the fast path, and DiskTier writes the access times of its hits in one transaction per `touch_batch`.
+EDGE_LRU = "edge-lru"
+diskcache.core.EVICTION_POLICY.setdefault(EDGE_LRU, {**diskcache.core.EVICTION_POLICY["least-recently-used"],
+                                                     "get": None})
+
+
 class DiskTier(_Degradable):
     """L1: diskcache on a directory shared by the node's workers (SQLite index + files, atomic writes)."""
 
     name = "disk"
+    eviction_policy = EDGE_LRU
+    touch_batch = 256  # hits whose access time is written in one transaction (0: diskcache's own, one per hit)
 
     def __init__(self, directory: str, size_limit: int) -> None:
         super().__init__()
         self.directory = directory
-        self.cache = diskcache.Cache(directory, size_limit=size_limit, eviction_policy="least-recently-used",
+        self.cache = diskcache.Cache(directory, size_limit=size_limit, eviction_policy=self.eviction_policy,
                                      disk_min_file_size=64 * 1024, statistics=False, disk=RecordDisk)
+        self._hits: list[str] = []
 
     def get(self, digest: str, key: str) -> Entry | None:
         if not self.usable():
@@ -167,12 +179,29 @@ class DiskTier(_Degradable):
         self._ok()
         if raw is None:
             return None
+        if self.touch_batch:
+            self._hits.append(digest)
+            if len(self._hits) >= self.touch_batch:
+                self._touch()
         try:
             return Entry.loads(raw, key)
         except CorruptEntry as exc:
             log.log(exc.level, "%s disk entry %s removed: %s", exc.what, digest, exc)
             self.delete(digest)
             return None
+
+    def _touch(self) -> None:
+        """Mark the recorded hits used now (what diskcache's LRU does per hit), in one transaction. The
+        statement is diskcache's own for that policy (Cache.get: `UPDATE Cache SET access_time = …`); str keys
+        are stored raw (Disk.put). A failure loses the marks, never the entries: eviction stays approximate."""
+        hits, self._hits = self._hits, []
+        now = time.time()
+        try:
+            with self.cache.transact():  # on this thread's connection, which _con is
+                self.cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
+                                            [(now, digest) for digest in hits])
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """Write entries in one SQLite transaction (one commit for a whole batch). Blocking: callers
@@ -212,6 +241,8 @@ class DiskTier(_Degradable):
         self.cache.clear()
 
     def close(self) -> None:
+        if self._hits:
+            self._touch()
         self.cache.close()
 
 
