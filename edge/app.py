@@ -40,7 +40,7 @@ from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
 from .tiers import DiskTier, MemoryTier, RedisTier
-from .upstream import Upstream as UpstreamPool, UpstreamError
+from .upstream import Upstream as UpstreamPool, UpstreamError, preload
 from .writes import WriteEffects
 
 log = logging.getLogger("edge")
@@ -90,6 +90,7 @@ class Edge:
         web = UpstreamPool("omero-web", s.backend, s, self.transports.get(Upstream.WEB))
         ms = UpstreamPool("omero-ms", s.ms, s, self.transports.get(Upstream.MS)) if s.ms else web
         self.upstreams = {Upstream.WEB: web, Upstream.MS: ms}
+        preload()
         owner = f"{id(self)}"
         # A single worker needs no cross-process lock on its own directory (two SQLite writes per miss).
         shared = RedisLock(redis, owner) if redis else DiskLock(disk, owner) if disk and s.workers > 1 else None
