@@ -1,16 +1,19 @@
 """A cold get_thumbnails batch is answered before it is split into entries (edge/thumbnails.py):
 the answer's bytes are what they always were, the entries are stored after it, lookups meanwhile
-wait for them, a purge meanwhile wins, and the background splits are bounded. In-process
-(tests/inprocess.py); the split is held on a gate in front of its loading-picture check."""
+wait for them, a purge meanwhile wins, and the background splits are bounded; a warm batch's
+answer is kept while its members stay the same entries. In-process (tests/inprocess.py); the
+split is held on a gate in front of its loading-picture check."""
 from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import unquote_to_bytes
 
 import httpx
 import pytest
 
 import edge.thumbnails
+from edge.keys import parse_query
 from edge.thumbnails import _literal
 from tests.inprocess import InprocEdge, SimApps
 from tests.inprocess import anyio_backend, edge_app, make_edge, sim_apps  # noqa: F401 - fixtures
@@ -112,6 +115,31 @@ async def test_background_splits_are_bounded(edge_app: InprocEdge, sim_apps: Sim
     await edge_app.settle()
     for image_id in sim_apps.public_images[:4]:
         assert cache(await edge_app.get(thumb(image_id))) == "HIT"
+
+
+async def test_a_kept_hit_answer_gives_way_to_a_purge(edge_app: InprocEdge, sim_apps: SimApps):
+    ids = sim_apps.public_images[:5]
+    callback = "jQuery3710123_1718000000000"
+    expected = b"%s(%s)" % (callback.encode(), await as_assembled(sim_apps, ids))
+    await edge_app.get(batch(ids))
+    await edge_app.settle()
+    hits = [await edge_app.get(batch(ids, callback)) for _ in range(2)]  # the second is the kept answer
+    assert [cache(r) for r in hits] == ["HIT", "HIT"] and hits[0].content == hits[1].content == expected
+    assert hits[0].headers["etag"] == hits[1].headers["etag"]
+    renders = sim_apps.renders("get_thumbnails")
+    await edge_app.purge(f"image:{ids[2]}")
+    again = await edge_app.get(batch(ids, callback))
+    assert cache(again) == "MISS" and again.content == expected
+    assert sim_apps.renders("get_thumbnails") == renders + 1  # the purged member alone
+    await edge_app.settle()
+    assert (await edge_app.get(batch(ids, callback))).content == expected
+
+
+@pytest.mark.parametrize("raw", [b"id=1&id=2&callback=jQuery_1&_=17", b"a=&=b&&k=v=w&x", b"z=%C3%A9&a+b=c", b"e=\xc3\xa9"])
+def test_query_fast_path_parses_as_unquoting_does(raw: bytes):
+    slow = [(unquote_to_bytes(n.replace(b"+", b" ")).decode(), unquote_to_bytes(v.replace(b"+", b" ")).decode())
+            for n, _, v in (p.partition(b"=") for p in raw.split(b"&") if p)]
+    assert parse_query(raw) == slow
 
 
 @pytest.mark.parametrize("value", ["data:image/jpeg;base64,/9j/4AAQ+==", 'a"b\\c', "tab\there", "del\x7f",
