@@ -101,6 +101,7 @@ class Edge:
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.background = Background()
         self.cache = TieredCache(memory, disk, redis, self.registry, self.background)
+        await self.cache.preload()
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)

@@ -39,6 +39,11 @@ class TieredCache:
         self.background = background
         self._landing: dict[str, asyncio.Future] = {}  # digest → the background split that stores it
 
+    async def preload(self) -> None:
+        """Start the disk writer thread (asyncio's default executor) at start-up: its first use costs ms."""
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.preload)
+
     def landing(self, digests: list[str]) -> Callable[[], None]:
         """Entries a background task is about to store (a cold batch answered before its split): their
         lookups wait for it, and hit, instead of missing and joining the fill. Call the returned
