@@ -43,7 +43,7 @@ from .settings import Settings, safe_url
 from .status import Bypass, CacheStatus
 from .thumbnails import Thumbnails
 from .tiers import DiskTier, MemoryTier
-from .upstream import Upstream as UpstreamPool, UpstreamError
+from .upstream import Upstream as UpstreamPool, UpstreamError, preload
 from .writes import WriteEffects
 
 log = logging.getLogger("edge")
@@ -93,6 +93,7 @@ class Edge(RsgiEdge):
         web = UpstreamPool("omero-web", s.backend, s, self.transports.get(Upstream.WEB))
         ms = UpstreamPool("omero-ms", s.ms, s, self.transports.get(Upstream.MS)) if s.ms else web
         self.upstreams = {Upstream.WEB: web, Upstream.MS: ms}
+        preload()
         owner = f"{id(self)}"
         # A single worker needs no cross-process lock on its own directory (two SQLite writes per miss).
         shared = RedisLock(redis, owner) if redis else DiskLock(disk, owner) if disk and s.workers > 1 else None
@@ -104,6 +105,7 @@ class Edge(RsgiEdge):
         self.background = Background()
         self.cache = TieredCache(memory, disk, redis, self.registry, self.background)
         self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
+        await self.cache.preload()
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)

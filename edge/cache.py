@@ -6,7 +6,7 @@ through. An entry a purge invalidated is a miss (and is dropped from the local t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 
 from .entry import Entry
 from .purge import PurgeRegistry
@@ -37,6 +37,27 @@ class TieredCache:
         self.memory, self.disk, self.redis = memory, disk, redis
         self.registry = registry
         self.background = background
+        self._landing: dict[str, asyncio.Future] = {}  # digest → the background split that stores it
+
+    async def preload(self) -> None:
+        """Start the disk writer thread (asyncio's default executor) at start-up: its first use costs ms."""
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.preload)
+
+    def landing(self, digests: list[str]) -> Callable[[], None]:
+        """Entries a background task is about to store (a cold batch answered before its split): their
+        lookups wait for it, and hit, instead of missing and joining the fill. Call the returned
+        function once they are stored (or not)."""
+        done = asyncio.get_running_loop().create_future()
+        for d in digests:
+            self._landing[d] = done
+
+        def landed() -> None:
+            for d in digests:
+                if self._landing.get(d) is done:
+                    del self._landing[d]
+            done.set_result(None)
+        return landed
 
     def get_local(self, d: str, key: str) -> Found:
         """L0 then L1 (a disk hit is copied to memory); purged entries are dropped on the way."""
@@ -62,6 +83,10 @@ class TieredCache:
 
     async def get_many(self, pairs: list[tuple[str, str]]) -> list[Found]:
         """Every key through the local tiers, then the rest from Redis in one round trip (MGET)."""
+        if self._landing:
+            pending = {f for d, _ in pairs if (f := self._landing.get(d)) is not None}
+            if pending:
+                await asyncio.wait(pending)
         self.registry.refresh()  # purges made by the node's other workers
         found = [self.get_local(d, key) for d, key in pairs]
         missing = [i for i, (entry, _) in enumerate(found) if entry is None]

@@ -8,6 +8,7 @@ and a Redis that stops answering costs a request at most `redis_timeout`.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import random
 import time
@@ -202,6 +203,12 @@ class DiskTier(_Degradable):
                                             [(now, digest) for digest in hits])
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
+
+    def preload(self) -> None:
+        """Open this thread's SQLite connection (diskcache keeps one per thread) and load the codec its
+        file names use: at start-up, in the writer thread, not inside the first miss's answer."""
+        codecs.lookup("hex")
+        self.get("", "")
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """Write entries in one SQLite transaction (one commit for a whole batch). Blocking: callers
