@@ -97,7 +97,11 @@ def test_single_thumbnail_misses_are_coalesced_into_batches(sim: Sim, edges):
             return await asyncio.gather(*(client.get(f"/webgateway/render_thumbnail/{i}/?_=9") for i in
                                           [*ids, missing_placeholder, 987654329]))
 
-    responses = asyncio.run(load())
+    sim.faults(latency_ms=40)  # a real backend's render time: the misses queue behind the two slots
+    try:
+        responses = asyncio.run(load())
+    finally:
+        sim.faults()
     after = sim.stats()
     batches = after["requests"].get("get_thumbnails", 0) - before["requests"].get("get_thumbnails", 0)
     singles = after["requests"].get("render_thumbnail", 0) - before["requests"].get("render_thumbnail", 0)
