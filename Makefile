@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/edge demo
 
 test: install system-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations 25
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations 25
 
 # Re-renders the example configs in nginx/ and deploy/compose/nginx/ with the commands listed in their READMEs.
 nginx-examples: install

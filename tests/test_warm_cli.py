@@ -10,10 +10,19 @@ import subprocess
 
 import pytest
 
-from tests.helpers import script, wait_until
+from tests.helpers import Sim, script, start_sim, wait_until
 from tests.helpers.warm import TOKEN, batch_hits, journal_rows, public, public_image_ids, run_id, warm
 
 pytestmark = pytest.mark.process
+
+
+@pytest.fixture(scope="module")
+def sim(redis_server) -> Sim:
+    """A sim of this module's own: what other test files on this worker did to the session's sim (saved
+    settings, sessions, faults) must not change what a warm run finds cached or in progress."""
+    s = start_sim(redis_url=redis_server.url)
+    yield s
+    s.stop()
 
 
 def client_urls(sim) -> list[str]:

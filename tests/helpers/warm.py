@@ -7,6 +7,7 @@ import subprocess
 from contextlib import closing
 
 import httpx
+import redis as redis_client
 
 from tests.helpers.launch import EdgeProc, Launcher, Sim
 from tests.helpers.procs import RedisServer, script
@@ -22,8 +23,10 @@ def public(sim: Sim, kind: str) -> list[dict]:
 def start_edge(sim: Sim, redis: RedisServer, db: int) -> EdgeProc:
     """An edge with a fresh disk tier and its own Redis database (so tests do not share entries), with no
     image-region microservice: the warmer warms the public audience, which the microservice refuses."""
-    return Launcher(sim).edge("--redis", f"redis://127.0.0.1:{redis.port}/{db}", ms=False,
-                              env={"EDGE_WARM_TOKEN": TOKEN})
+    url = f"redis://127.0.0.1:{redis.port}/{db}"
+    with closing(redis_client.Redis.from_url(url)) as client:
+        client.flushdb()  # other test files on this worker's Redis may have used the database
+    return Launcher(sim).edge("--redis", url, ms=False, env={"EDGE_WARM_TOKEN": TOKEN})
 
 
 def warm(*args: str, timeout: float = 90, env: dict | None = None) -> subprocess.CompletedProcess:
