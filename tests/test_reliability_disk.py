@@ -99,7 +99,9 @@ def test_full_disk_degrades_to_no_l1(sim: Sim):
                 r = client.get(p)
                 assert r.status_code == 200 and r.content == expected[p], p
                 health = client.get("/_edge/health").json()
-                saw_down |= health["tiers"]["disk"] is False
+                # down, or not opened at all: on a loaded machine the workers' start-up (their SQLite
+                # connections and WAL) may already meet the limit; either way the edge runs without L1
+                saw_down |= health["tiers"].get("disk", False) is False
         log = proc.log()
         assert "disk tier unavailable" in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
