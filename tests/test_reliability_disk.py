@@ -19,6 +19,7 @@ import diskcache
 import httpx
 import pytest
 
+import edge.tiers  # noqa: F401 - registers "edge-lru", the eviction policy the edge writes in its directories
 from edge.entry import Entry
 from tests.helpers import EdgeProc, Launcher, Proc, Sim
 
