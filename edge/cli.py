@@ -197,8 +197,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         settings = _load(args)
 
         async def run() -> dict:
-            registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix,
-                                     cluster=settings.redis_cluster)
+            registry = PurgeRegistry.of(settings)
             try:
                 tags, soft = purge_tags(spec), purge_soft(spec)
                 return {"purged": tags, "soft": soft, "seq": await registry.purge(tags, soft=soft)}

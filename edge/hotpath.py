@@ -1,6 +1,6 @@
 """Hot hits kept whole: a repeated anonymous GET of a URL fresh in memory is one lookup and four checks.
 
-The first hot hit of a URL in a second goes the checked way (app.Edge.hot_entry: hot key → key and
+The first hot hit of a URL in a second goes the checked way (app.Edge._hot_checked: hot key → key and
 digest, memory tier, freshness, purges, HIT headers) and leaves its answer here; the next ones in the
 same second reuse it while nothing it was checked against has changed: the same second (the headers'
 max-age), still fresh, no purge since (the registry's sequence only grows, with every purge of any

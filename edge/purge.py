@@ -46,12 +46,16 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 
 from .entry import Entry
 from .kinds import ALL
 from .redisclient import ERRORS as REDIS_ERRORS, connect, same_slot, subscriber
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("edge.purge")
 WATCH_INTERVAL = 1.0  # seconds between checks that Redis still holds this deployment's purge state
@@ -116,6 +120,13 @@ class PurgeRegistry:
         self.generation = self._read_generation()
         self._tasks: list[asyncio.Task] = []
         self.unshared: list[list[str]] = []  # purges Redis could not take: _watch shares them once it answers
+
+
+    @classmethod
+    def of(cls, settings: Settings) -> PurgeRegistry:
+        """The purge state `settings` name (cache_dir, Redis), for a process beside the edges: `edge purge`
+        without --edge, `edge watch`."""
+        return cls(settings.cache_dir or None, settings.redis_url, settings.redis_prefix, cluster=settings.redis_cluster)
 
     # --- reading (hot path) ------------------------------------------------------------------------
     def epoch(self) -> int:

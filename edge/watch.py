@@ -137,8 +137,7 @@ class RegistrySink:
     `edge purge` does without --edge: every worker and node sees them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.registry = PurgeRegistry(settings.cache_dir or None, settings.redis_url, settings.redis_prefix,
-                                      cluster=settings.redis_cluster)
+        self.registry = PurgeRegistry.of(settings)
 
     async def purge(self, tags: list[str], soft: bool) -> None:
         await self.registry.purge(tags, soft=soft)
@@ -186,6 +185,14 @@ class WatchMetrics:
         self.gaps = Gauge("edge_watch_gaps", "Ids skipped over that may still commit.", registry=r)
         self.db_up = Gauge("edge_watch_db_up", "1 while the OMERO database answers.", registry=r)
 
+    def summary(self) -> dict[str, float]:
+        """What the progress lines say, read back from the metrics (0 for a label never counted)."""
+        value = self.registry.get_sample_value
+        return {**{r: value("edge_watch_events_total", {"result": r}) or 0
+                   for r in ("purged", "ignored", "unresolved")},
+                **{m: value("edge_watch_purges_total", {"mode": m}) or 0 for m in ("hard", "soft")},
+                "behind": value("edge_watch_behind_events") or 0, "lag": value("edge_watch_lag_seconds") or 0.0}
+
 
 class Watcher:
     def __init__(self, settings: Settings, store: PositionStore, sink: Sink, metrics: WatchMetrics | None = None,
@@ -196,8 +203,6 @@ class Watcher:
         self.tables: set[str] = set()
         self.position: Position | None = None
         self.stopping = asyncio.Event()
-        self.totals: dict[str, int] = defaultdict(int)  # for the progress lines and --once's summary
-        self.behind, self.lag = 0, 0.0
 
     # --- the database ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -216,6 +221,9 @@ class Watcher:
             await cur.execute(sql, params)
             return await cur.fetchall()
 
+    async def _newest(self) -> int:
+        return int((await self._rows("SELECT coalesce(max(id), 0) FROM eventlog"))[0][0])
+
     async def start_position(self, start: str) -> Position:
         """The stored position, else `start`: `now` (the newest id: what happened before is not news to a
         cache that starts now) or an id to replay from."""
@@ -223,8 +231,7 @@ class Watcher:
         if stored is not None:
             return stored
         if start == "now":
-            newest = (await self._rows("SELECT coalesce(max(id), 0) FROM eventlog"))[0][0]
-            return Position(int(newest))
+            return Position(await self._newest())
         return Position(int(start))
 
     # --- one poll ----------------------------------------------------------------------------------
@@ -242,14 +249,11 @@ class Watcher:
             log.warning("%d eventlog id(s) never committed within %.0f s: given up (rolled back)", expired,
                         self.s.watch_gap_seconds)
         await self.store.save(pos)
-        newest = (await self._rows("SELECT coalesce(max(id), 0) FROM eventlog"))[0][0]
         self.m.position.set(pos.after)
         self.m.gaps.set(len(pos.gaps))
-        self.behind = max(0, int(newest) - pos.after)
-        self.m.behind.set(self.behind)
+        self.m.behind.set(max(0, await self._newest() - pos.after))
         times = [e.time for e in events if e.time is not None]
-        self.lag = max(0.0, now - max(times)) if times else 0.0
-        self.m.lag.set(self.lag)
+        self.m.lag.set(max(0.0, now - max(times)) if times else 0.0)
         for when in times:
             self.m.delay.observe(max(0.0, now - when))
         return len(rows)
@@ -281,7 +285,6 @@ class Watcher:
             for start in range(0, len(ordered), PURGE_CHUNK):
                 await self.sink.purge(ordered[start:start + PURGE_CHUNK], soft=not hard)
             self.m.purged.labels("hard" if hard else "soft").inc(len(ordered))
-            self.totals["hard" if hard else "soft"] += len(ordered)
 
     async def _containers(self, image_ids: list[int]) -> set[str]:
         found = set()
@@ -292,7 +295,6 @@ class Watcher:
 
     def _count(self, result: str, n: int = 1) -> None:
         self.m.events.labels(result).inc(n)
-        self.totals[result] += n
 
     # --- the loop ----------------------------------------------------------------------------------
     async def run(self, start: str = "now", once: bool = False) -> int:

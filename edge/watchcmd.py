@@ -70,18 +70,19 @@ async def _main(settings: Settings, metrics: WatchMetrics, start: str, once: boo
 
 
 async def _progress(watcher: Watcher) -> None:
-    shown: dict[str, int] = {}
+    shown: dict[str, float] = {}
     while True:
         await asyncio.sleep(PROGRESS_EVERY)
-        if dict(watcher.totals) != shown:
-            shown = dict(watcher.totals)
+        if watcher.m.summary() != shown:
+            shown = watcher.m.summary()
             _say(watcher, "following")
 
 
 def _say(watcher: Watcher, state: str) -> None:
-    t = watcher.totals
+    t = watcher.m.summary()
     position = watcher.position.after if watcher.position else "-"
-    print(f"edge watch: {state} at eventlog id {position}: {t['purged']} changes purged "
-          f"({t['hard']} hard, {t['soft']} soft tags), {t['ignored']} ignored, {t['unresolved']} unresolved; "
-          f"behind {watcher.behind}, lag {watcher.lag:.1f} s  [{time.strftime('%H:%M:%S')}]",
+    print(f"edge watch: {state} at eventlog id {position}: {t['purged']:.0f} changes purged "
+          f"({t['hard']:.0f} hard, {t['soft']:.0f} soft tags), {t['ignored']:.0f} ignored, "
+          f"{t['unresolved']:.0f} unresolved; behind {t['behind']:.0f}, lag {t['lag']:.1f} s  "
+          f"[{time.strftime('%H:%M:%S')}]",
           file=sys.stderr, flush=True)
