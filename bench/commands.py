@@ -19,7 +19,7 @@ from bench.measure import LoadFailed, Meter, Record, run_matrix
 from bench.nginx import SKIP_CHOICES, NginxMissing
 from bench.procs import StartError
 from bench.report import Report, load_report, print_report, write_json
-from bench.sim.cli import positive_int
+from bench.sim.cli import non_negative_int, positive_int
 from bench.targets import PREFETCH, RECACHE, TARGETS, RunSettings, Stack
 from edge.settings import Settings
 
@@ -118,7 +118,18 @@ def _add_hits_options(p: argparse.ArgumentParser, transports: bool = True) -> No
     g = p.add_argument_group("cache-hit load (h2load)")
     g.add_argument("--concurrency", type=_int_list, default=[1, 10, 100], metavar="N,N,...",
                    help="requests in flight, comma-separated (default 1,10,100)")
-    g.add_argument("--requests", type=positive_int, default=20000, help="requests per h2load run (default 20000)")
+    g.add_argument("--requests", type=positive_int, default=50000,
+                   help="requests per timed h2load run (default 50000)")
+    g.add_argument("--runs", type=positive_int, default=3,
+                   help="timed h2load runs per target, transport and concurrency; each figure is their median "
+                        "(default 3)")
+    g.add_argument("--warmup", type=non_negative_int, default=5000, metavar="N",
+                   help="untimed requests before a cell's timed runs, on new connections: the server's first "
+                        "lookups and allocations are not timed (default 5000; 0: none)")
+    g.add_argument("--pin", choices=("on", "off"), default="on",
+                   help="on: the server under load alone on the last CPU, h2load on the others, so CPU µs per hit "
+                        "does not swing with where the scheduler puts them (issue 14's ceiling is measured pinned; "
+                        "a one-CPU machine pins nothing); off: anywhere (default on)")
     if transports:
         g.add_argument("--transports", type=_csv(TRANSPORTS), default=["h2-tls"],
                        help="comma-separated subset of h1,h2,h2-tls (default h2-tls)")
@@ -200,9 +211,14 @@ def run_hits(args: argparse.Namespace, stack: Stack) -> Report:
 
     transports = [Transport(t) for t in args.transports]
     interfaces = getattr(args, "interfaces", None) or [Settings().server_interface]
-    results, table = hits.run_hits(stack, transports, args.concurrency, args.requests, _log, interfaces)
+    cores = hits.Cores.split(args.pin == "on")
+    load = hits.Load(args.requests, args.warmup, args.runs, cores)
+    if cores:
+        _log(f"hits: {cores.describe()}")
+    results, table = hits.run_hits(stack, transports, args.concurrency, load, _log, interfaces)
     params = {"transports": args.transports, "concurrency": args.concurrency, "requests": args.requests,
-              "interfaces": interfaces}
+              "runs": args.runs, "warmup": args.warmup, "interfaces": interfaces,
+              "pinned": cores.describe() if cores else "no"}
     return Report("hits", _settings(args), params, results, table, hits.NOTES)
 
 

@@ -108,15 +108,19 @@ def test_tiles_through_the_delay_proxy(tmp_path: Path) -> None:
 def test_hits_reports_throughput_latency_and_cpu(tmp_path: Path) -> None:
     out = tmp_path / "hits.json"
     bench("hits", "--speed", "0", "--requests", "300", "--concurrency", "1,20", "--interfaces", "asgi,rsgi",
-          "--json", str(out))
-    results = json.loads(out.read_text())["results"]
+          "--runs", "2", "--warmup", "100", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["settings"]["runs"] == 2 and report["settings"]["warmup"] == 100
+    results = report["results"]
     targets = ("edge-asgi", "edge-rsgi", "bare-asgi", "bare-rsgi", "nginx-static", "nginx-warm",
                "nginx-tls+edge-asgi", "nginx-tls+edge-rsgi")  # the default transport is h2-tls
     assert {(r["target"], r["concurrency"]) for r in results} == {(t, c) for t in targets for c in (1, 20)}
     for r in results:
         assert r["succeeded"] == 300 and r["backend_renders"] == 0
         assert r["req_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_us_per_req"] >= 0
-        assert r["req_per_s_vs_static"] > 0 and r["p99_vs_static"] > 0
+        assert r["req_per_s_vs_static"] > 0 and r["p99_vs_static"] > 0 and r["p99_vs_cache"] > 0
+        # each figure is the median of the two timed runs, both kept
+        assert r["runs"] == 2 and min(r["req_per_s_runs"]) <= r["req_per_s"] <= max(r["req_per_s_runs"])
         # every edge and bare row is compared with the bare app on its own interface; nginx rows are not
         assert ("req_per_s_vs_bare" in r) == r["target"].startswith(("edge-", "bare-"))
     assert all(r["req_per_s_vs_bare"] == 1.0 for r in results if r["target"].startswith("bare-"))

@@ -7,21 +7,24 @@ edge's options: the ceiling of any Python hit path), each edge and bare app once
 interface asked for (`edge-asgi`, `bare-rsgi`, ...); over h2-tls also the recommended shape, nginx
 terminating TLS in front of each edge (`nginx-tls+edge-rsgi`: `edge nginx-conf`). Ratios: req/s ÷ nginx static, and req/s, CPU
 µs/request and p99 ÷ the bare app on the same interface.
-For each concurrency (requests in flight), h2load runs a fixed number of requests; reported:
-req/s, mean and p99 latency (h2load's per-request log), and the server's CPU time per request
-(utime+stime of its whole process tree from /proc): the figure that carries to other machines.
-The load generator shares the cores with the server, so req/s is partly client-bound;
-CPU µs/request is not. Concurrency c runs as ⌈c/10⌉ connections × c/⌈c/10⌉ streams (h2) or c
-connections (HTTP/1.1).
+For each concurrency (requests in flight), h2load runs untimed warm-up requests, then a fixed number of
+requests several times (`Load`); reported, each the median of the timed runs: req/s, mean and p99
+latency (h2load's per-request log), and the server's CPU time per request (utime+stime of its whole
+process tree from /proc): the figure that carries to other machines. The server under load runs alone
+on the last core and h2load on the others (`Cores`; `--pin off` lets the scheduler place them), so
+req/s is bound by one server core or by the client, and CPU µs/request by the server's own work.
+Concurrency c runs as ⌈c/10⌉ connections × c/⌈c/10⌉ streams (h2) or c connections (HTTP/1.1).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,18 +44,14 @@ NOTES = ["Each server answers from its cache (the edge warmed by `warm plate`, n
          "req/s per dedicated core."]
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime of `root` and all its descendants, in seconds."""
+def tree_pids(root: int) -> set[int]:
+    """`root` and all its descendants."""
     parents: dict[int, int] = {}
-    times: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError):
             continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        times[pid] = int(fields[11]) + int(fields[12])
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
@@ -60,8 +59,49 @@ def tree_cpu_seconds(root: int) -> float:
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(times.get(pid, 0) for pid in tree) / ticks
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime of `root` and all its descendants, in seconds."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Which CPUs the server under load and h2load run on: the server alone on the last core, h2load on the
+    others (issue 14's ceiling is measured "pinned to one core"), so neither steals the other's time slices
+    and CPU µs per hit does not swing with the scheduler's placement. One core: nothing pinned."""
+
+    server: frozenset[int]
+    client: frozenset[int]
+
+    @classmethod
+    def split(cls, pin: bool) -> Cores | None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not pin or len(cpus) < 2:
+            return None
+        return cls(frozenset(cpus[-1:]), frozenset(cpus[:-1]))
+
+    def describe(self) -> str:
+        return f"server on CPU {','.join(map(str, sorted(self.server)))}, h2load on {','.join(map(str, sorted(self.client)))}"
+
+    def pin_server(self, roots: tuple[int, ...]) -> None:
+        """Every thread of every process of the servers' trees (granian's Rust threads included)."""
+        for root in roots:
+            for pid in tree_pids(root):
+                for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+                    try:
+                        os.sched_setaffinity(int(task.name), self.server)
+                    except OSError:
+                        pass  # the thread ended meanwhile
 
 
 class StaticNginx:
@@ -87,8 +127,9 @@ class StaticNginx:
 class BareApp:
     """bench/bare.py on granian, a plain server (h1, h2c) and a TLS one, like the edge's."""
 
-    def __init__(self, stack: Stack, interface: str, size: int) -> None:
-        self.stack, self.interface, self.size = stack, interface, size
+    def __init__(self, stack: Stack, interface: str, size: int, headers: list[tuple[str, str]]) -> None:
+        """`headers`: an edge hit's (granian's own server and date aside), sent on every answer."""
+        self.stack, self.interface, self.size, self.headers = stack, interface, size, headers
         self.name = f"bare-{interface}"
         self.plain_port, self.tls_port = free_port(), free_port()
         self.children: dict[bool, Child] = {}
@@ -97,7 +138,8 @@ class BareApp:
         certs = self.stack.certs
         for tls, port in ((False, self.plain_port), (True, self.tls_port)):
             argv = [sys.executable, "-m", "bench.bare", "--bind", f"{HOST}:{port}", "--size", str(self.size),
-                    "--interface", self.interface, "--workers", str(self.stack.settings.server_workers)]
+                    "--interface", self.interface, "--workers", str(self.stack.settings.server_workers),
+                    "--headers", json.dumps(self.headers)]
             if tls:
                 argv += ["--certfile", str(certs.cert), "--keyfile", str(certs.key)]
             self.children[tls] = self.stack.children.start(self.name, argv)
@@ -153,7 +195,9 @@ class NginxFront:
         return self.child.pid, self.edge.plain.child.pid
 
 
-def h2load(urls: list[str], transport: Transport, concurrency: int, requests: int, log: Path) -> dict:
+def h2load(urls: list[str], transport: Transport, concurrency: int, requests: int, log: Path,
+           cpus: frozenset[int] | None = None) -> dict:
+    """One h2load run over `urls` (in turn); `cpus`: the cores h2load may run on (None: any)."""
     binary = which("h2load")
     if binary is None:
         raise LoadFailed("h2load not found: apt-get install nghttp2-client (or `make system-deps`)")
@@ -165,22 +209,63 @@ def h2load(urls: list[str], transport: Transport, concurrency: int, requests: in
     url_file = log.with_suffix(".urls")
     url_file.write_text("\n".join(urls) + "\n")
     argv = [binary, "-n", str(requests), *shape, "-i", str(url_file), f"--log-file={log}"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=H2LOAD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise LoadFailed(f"h2load did not finish within {H2LOAD_TIMEOUT:.0f}s (stopped): {' '.join(argv)}") from None
-    out = done.stdout
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        if cpus:
+            os.sched_setaffinity(run.pid, cpus)  # before its first connection: h2load reads the URL file first
+        try:
+            out, err = run.communicate(timeout=H2LOAD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.communicate()
+            raise LoadFailed(f"h2load did not finish within {H2LOAD_TIMEOUT:.0f}s (stopped): {' '.join(argv)}") from None
     match = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
-    if done.returncode != 0 or match is None or ok is None or int(ok.group(1)) != requests:
-        raise LoadFailed(f"h2load failed ({done.returncode}): {' '.join(argv)}\n{out[-1500:]}{done.stderr[-1500:]}")
+    if run.returncode != 0 or match is None or ok is None or int(ok.group(1)) != requests:
+        raise LoadFailed(f"h2load failed ({run.returncode}): {' '.join(argv)}\n{out[-1500:]}{err[-1500:]}")
     latencies = [int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line.count("\t") >= 2]
     return {"req_per_s": float(match.group(3)), "succeeded": int(ok.group(1)),
             "mean_ms": statistics.fmean(latencies), "p50_ms": statistics.median(latencies),
             "p99_ms": percentile(latencies, 99)}
 
 
-def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int], requests: int,
+@dataclass(frozen=True)
+class Load:
+    """How each cell is loaded: `warmup` untimed requests (new connections, the server's first allocations and
+    lookups), then `repeat` timed runs of `requests`; a cell reports each figure's median over its runs."""
+
+    requests: int
+    warmup: int = 0
+    repeat: int = 1
+    cores: Cores | None = None
+
+
+def measure_cell(stack: Stack, load: Load, name: str, roots: tuple[int, ...], urls: list[str],
+                 transport: Transport, concurrency: int) -> dict:
+    """One target × transport × concurrency: the medians of `load.repeat` runs, each with its server CPU."""
+    log = stack.tmp / f"h2load-{name}.log"
+    client = load.cores.client if load.cores else None
+    if load.cores:
+        load.cores.pin_server(roots)
+    if load.warmup:
+        h2load(urls, transport, concurrency, load.warmup, log, client)
+    runs = []
+    for _ in range(load.repeat):
+        renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, roots))
+        figures = h2load(urls, transport, concurrency, load.requests, log, client)
+        cpu = sum(map(tree_cpu_seconds, roots)) - cpu
+        runs.append({**figures, "cpu_us_per_req": cpu / load.requests * 1e6,
+                     "backend_renders": stack.sim.totals()["renders"] - renders})
+    row = {"target": name, "transport": transport.value, "concurrency": concurrency, "requests": load.requests,
+           "runs": len(runs), "succeeded": min(r["succeeded"] for r in runs),
+           "backend_renders": sum(r["backend_renders"] for r in runs)}
+    for figure in ("req_per_s", "mean_ms", "p50_ms", "p99_ms", "cpu_us_per_req"):
+        row[figure] = round(statistics.median(r[figure] for r in runs), 3 if figure.endswith("_ms") else 1)
+        if len(runs) > 1:
+            row[figure + "_runs"] = [round(r[figure], 3) for r in runs]
+    return row
+
+
+def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int], load: Load,
              log: Callable[[str], None], interfaces: list[str]) -> tuple[list[dict], Table]:
     plate = find_plate(stack.sim.info)
     edges = [Edge(stack, warm=True, interface=interface) for interface in interfaces]
@@ -198,6 +283,10 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
         paths = [f"/webgateway/render_thumbnail/{cell['id']}/" for row in grid["grid"] for cell in row if cell]
         with httpx.Client(base_url=edges[0].url, timeout=60) as client:
             bodies = {path: client.get(path).content for path in paths}
+            hit = client.get(paths[-1])  # from memory now, as every timed hit
+        if hit.headers.get("x-edge-cache") != "HIT":
+            raise LoadFailed(f"the warm edge did not answer {paths[-1]} from its cache: {dict(hit.headers)}")
+        hit_headers = [(k, v) for k, v in hit.headers.items() if k not in ("server", "date", "content-length")]
         static = StaticNginx(stack, bodies)
         cache.start()
         with httpx.Client(base_url=f"http://{HOST}:{cache.listeners.h1}", timeout=60) as client:
@@ -205,7 +294,7 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
                 client.get(path).raise_for_status()
         static.nginx.start()
         size = round(statistics.fmean(len(body) for body in bodies.values()))
-        bares = [BareApp(stack, interface, size) for interface in interfaces]
+        bares = [BareApp(stack, interface, size, hit_headers) for interface in interfaces]
         if Transport.H2_TLS in transports:
             fronts = [NginxFront(stack, edge, interface) for edge, interface in zip(edges, interfaces)]
         for server in (*bares, *fronts):
@@ -220,16 +309,9 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
         for name, ports, roots_of in servers:
             for transport in (t for t in transports if t in ports):
                 for concurrency in concurrencies:
-                    roots = roots_of(transport)
                     scheme = "https" if transport is Transport.H2_TLS else "http"
                     urls = [f"{scheme}://{HOST}:{ports[transport]}{p}" for p in paths]
-                    renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, roots))
-                    figures = h2load(urls, transport, concurrency, requests, stack.tmp / f"h2load-{name}.log")
-                    cpu = sum(map(tree_cpu_seconds, roots)) - cpu
-                    row = {"target": name, "transport": transport.value, "concurrency": concurrency,
-                           "requests": requests, **{k: round(v, 3) for k, v in figures.items()},
-                           "cpu_us_per_req": round(cpu / requests * 1e6, 1),
-                           "backend_renders": stack.sim.totals()["renders"] - renders}
+                    row = measure_cell(stack, load, name, roots_of(transport), urls, transport, concurrency)
                     results.append(row)
                     log(f"{name:12} {transport.value:6} c={concurrency:<4} {row['req_per_s']:>9,.0f} req/s "
                         f"p99 {row['p99_ms']:.2f} ms, {row['cpu_us_per_req']} µs/req")
@@ -242,13 +324,17 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
 
 
 def _ratios(results: list[dict]) -> None:
-    """÷ nginx static (req/s, p99) for every row; ÷ the bare app on the same interface for edges and bare apps."""
+    """÷ nginx static (req/s, p99) and ÷ nginx's proxy cache (p99: the competitor doing the edge's job) for every
+    row; ÷ the bare app on the same interface for edges and bare apps."""
     cells = {(r["target"], r["transport"], r["concurrency"]): r for r in results}
     for r in results:
         static = cells.get(("nginx-static", r["transport"], r["concurrency"]))
         if static:
             r["req_per_s_vs_static"] = round(r["req_per_s"] / static["req_per_s"], 2)
             r["p99_vs_static"] = round(r["p99_ms"] / static["p99_ms"], 2)
+        cache = cells.get(("nginx-warm", r["transport"], r["concurrency"]))
+        if cache:
+            r["p99_vs_cache"] = round(r["p99_ms"] / cache["p99_ms"], 2)
         kind, _, interface = r["target"].partition("-")
         bare = cells.get((f"bare-{interface}", r["transport"], r["concurrency"])) if kind in ("edge", "bare") else None
         if bare:
@@ -260,12 +346,12 @@ def _ratios(results: list[dict]) -> None:
 def hits_table(results: list[dict]) -> Table:
     table = Table(header_style="bold")
     for name in ("target", "transport", "in flight", "req/s", "÷ static", "÷ bare", "mean ms", "p99 ms",
-                 "p99 ÷ static", "CPU µs/req", "CPU ÷ bare", "renders"):
+                 "p99 ÷ static", "p99 ÷ cache", "CPU µs/req", "CPU ÷ bare", "renders"):
         table.add_column(name, justify="left" if name in ("target", "transport") else "right")
     for r in sorted(results, key=lambda r: (r["transport"], r["concurrency"], r["target"])):
         table.add_row(r["target"], r["transport"], str(r["concurrency"]), f"{r['req_per_s']:,.0f}",
                       _ratio(r, "req_per_s_vs_static"), _ratio(r, "req_per_s_vs_bare"), f"{r['mean_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", _ratio(r, "p99_vs_static"), f"{r['cpu_us_per_req']:.1f}",
+                      f"{r['p99_ms']:.2f}", _ratio(r, "p99_vs_static"), _ratio(r, "p99_vs_cache"), f"{r['cpu_us_per_req']:.1f}",
                       _ratio(r, "cpu_vs_bare"), str(r["backend_renders"]))
     return table
 

@@ -9,9 +9,18 @@ from bench.sim.presets import PRESETS
 
 def positive_int(text: str) -> int:
     """argparse type for counts (workers, repeats): a whole number ≥ 1."""
+    return _at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts that may be none (warm-up requests): a whole number ≥ 0."""
+    return _at_least(text, 0)
+
+
+def _at_least(text: str, low: int) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}")
     return value
 
 
