@@ -8,7 +8,8 @@ interface asked for (`edge-asgi`, `bare-rsgi`, ...); over h2-tls also the recomm
 terminating TLS in front of each edge (`nginx-tls+edge-rsgi`: `edge nginx-conf`). Ratios: req/s ÷ nginx static, and req/s, CPU
 µs/request and p99 ÷ the bare app on the same interface.
 For each concurrency (requests in flight), h2load runs untimed warm-up requests, then a fixed number of
-requests several times (`Load`); reported, each the median of the timed runs: req/s, mean and p99
+requests several times (`Load`), in rounds that time every cell once in turn; reported, each the median of
+the timed runs: req/s, mean and p99
 latency (h2load's per-request log), and the server's CPU time per request (utime+stime of its whole
 process tree from /proc): the figure that carries to other machines. The server under load runs alone
 on the last core and h2load on the others (`Cores`; `--pin off` lets the scheduler place them), so
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -239,30 +240,54 @@ class Load:
     cores: Cores | None = None
 
 
-def measure_cell(stack: Stack, load: Load, name: str, roots: tuple[int, ...], urls: list[str],
-                 transport: Transport, concurrency: int) -> dict:
-    """One target × transport × concurrency: the medians of `load.repeat` runs, each with its server CPU."""
-    log = stack.tmp / f"h2load-{name}.log"
+@dataclass
+class Cell:
+    """One target × transport × concurrency, and its timed runs so far."""
+
+    name: str
+    roots: tuple[int, ...]   # the server's process trees, whose CPU time is counted
+    urls: list[str]
+    transport: Transport
+    concurrency: int
+    runs: list[dict] = field(default_factory=list)
+
+    def row(self, requests: int) -> dict:
+        """Each figure's median over the runs (and the runs themselves when there are several)."""
+        runs = self.runs
+        row = {"target": self.name, "transport": self.transport.value, "concurrency": self.concurrency,
+               "requests": requests, "runs": len(runs), "succeeded": min(r["succeeded"] for r in runs),
+               "backend_renders": sum(r["backend_renders"] for r in runs)}
+        for figure in ("req_per_s", "mean_ms", "p50_ms", "p99_ms", "cpu_us_per_req"):
+            row[figure] = round(statistics.median(r[figure] for r in runs), 3 if figure.endswith("_ms") else 1)
+            if len(runs) > 1:
+                row[figure + "_runs"] = [round(r[figure], 3) for r in runs]
+        return row
+
+
+def measure_cells(stack: Stack, load: Load, cells: list[Cell], log: Callable[[str], None]) -> list[dict]:
+    """Every cell's warm-up, then `load.repeat` rounds that each time every cell once, in turn: a drift of the
+    machine's speed over the minutes of a run (a neighbour's load) falls on every target alike, not on the
+    ones timed last, so the ratios between targets hold even where the absolute figures swing."""
     client = load.cores.client if load.cores else None
-    if load.cores:
-        load.cores.pin_server(roots)
-    if load.warmup:
-        h2load(urls, transport, concurrency, load.warmup, log, client)
-    runs = []
-    for _ in range(load.repeat):
-        renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, roots))
-        figures = h2load(urls, transport, concurrency, load.requests, log, client)
-        cpu = sum(map(tree_cpu_seconds, roots)) - cpu
-        runs.append({**figures, "cpu_us_per_req": cpu / load.requests * 1e6,
-                     "backend_renders": stack.sim.totals()["renders"] - renders})
-    row = {"target": name, "transport": transport.value, "concurrency": concurrency, "requests": load.requests,
-           "runs": len(runs), "succeeded": min(r["succeeded"] for r in runs),
-           "backend_renders": sum(r["backend_renders"] for r in runs)}
-    for figure in ("req_per_s", "mean_ms", "p50_ms", "p99_ms", "cpu_us_per_req"):
-        row[figure] = round(statistics.median(r[figure] for r in runs), 3 if figure.endswith("_ms") else 1)
-        if len(runs) > 1:
-            row[figure + "_runs"] = [round(r[figure], 3) for r in runs]
-    return row
+    for cell in cells:
+        if load.cores:
+            load.cores.pin_server(cell.roots)
+        if load.warmup:
+            h2load(cell.urls, cell.transport, cell.concurrency, load.warmup, stack.tmp / "h2load-warmup.log", client)
+    for round_no in range(1, load.repeat + 1):
+        for cell in cells:
+            if load.cores:
+                load.cores.pin_server(cell.roots)  # threads a server started since
+            renders, cpu = stack.sim.totals()["renders"], sum(map(tree_cpu_seconds, cell.roots))
+            figures = h2load(cell.urls, cell.transport, cell.concurrency, load.requests,
+                             stack.tmp / f"h2load-{cell.name}.log", client)
+            cpu = sum(map(tree_cpu_seconds, cell.roots)) - cpu
+            cell.runs.append({**figures, "cpu_us_per_req": cpu / load.requests * 1e6,
+                              "backend_renders": stack.sim.totals()["renders"] - renders})
+            log(f"round {round_no}/{load.repeat} {cell.name:12} {cell.transport.value:6} c={cell.concurrency:<4} "
+                f"{figures['req_per_s']:>9,.0f} req/s p99 {figures['p99_ms']:.2f} ms, "
+                f"{cell.runs[-1]['cpu_us_per_req']:.1f} µs/req")
+    return [cell.row(load.requests) for cell in cells]
 
 
 def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int], load: Load,
@@ -274,7 +299,6 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
     cache = NginxCache(stack, warm=True)
     bares: list[BareApp] = []
     fronts: list[NginxFront] = []
-    results: list[dict] = []
     try:
         for edge in edges:
             edge.start()
@@ -306,15 +330,13 @@ def run_hits(stack: Stack, transports: list[Transport], concurrencies: list[int]
             *((f.name, f.ports(), f.roots) for f in fronts),
             (static.name, static.ports(), lambda t: (static.nginx.child.pid,)),
             (cache.name, cache.ports(), lambda t: (cache.nginx.child.pid,))]
-        for name, ports, roots_of in servers:
-            for transport in (t for t in transports if t in ports):
-                for concurrency in concurrencies:
-                    scheme = "https" if transport is Transport.H2_TLS else "http"
-                    urls = [f"{scheme}://{HOST}:{ports[transport]}{p}" for p in paths]
-                    row = measure_cell(stack, load, name, roots_of(transport), urls, transport, concurrency)
-                    results.append(row)
-                    log(f"{name:12} {transport.value:6} c={concurrency:<4} {row['req_per_s']:>9,.0f} req/s "
-                        f"p99 {row['p99_ms']:.2f} ms, {row['cpu_us_per_req']} µs/req")
+        cells = [Cell(name, roots_of(transport),
+                      [f"{'https' if transport is Transport.H2_TLS else 'http'}://{HOST}:{ports[transport]}{p}"
+                       for p in paths], transport, concurrency)
+                 for name, ports, roots_of in servers
+                 for transport in transports if transport in ports
+                 for concurrency in concurrencies]
+        results = measure_cells(stack, load, cells, log)
         static.nginx.stop()
     finally:
         for server in (*edges, *bares, *fronts, cache):
