@@ -55,6 +55,7 @@ HIT, MISS, STALE = CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE
 # Headers that make a request someone's (or the warmer's): such requests skip the anonymous hot path.
 _IDENTITY_HEADERS = frozenset({b"cookie", b"authorization", b"x-omero-session-key", b"x-edge-warm"})
 _AUDIENCE = {True: "public", False: "user"}
+FLUSH_SECONDS = 5.0  # at shutdown, the longest wait for the disk and Redis writes answers went ahead of
 
 
 class Edge(RsgiEdge):
@@ -103,6 +104,7 @@ class Edge(RsgiEdge):
             if s.session_redis_url else None
         self.identity = Identity(s.session_cookie, resolver, per_user=s.access == "verified")
         self.background = Background()
+        self._refreshing: set[str] = set()  # digests with a background refresh spawned
         self.cache = TieredCache(memory, disk, redis, self.registry, self.background)
         self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
         await self.cache.preload()
@@ -140,6 +142,7 @@ class Edge(RsgiEdge):
         self.started = True
 
     async def shutdown(self) -> None:
+        await self.cache.flush(FLUSH_SECONDS)
         self.background.cancel()
         if self.access_log is not None:
             self.access_log.close()
@@ -338,7 +341,9 @@ class Edge(RsgiEdge):
         if store and self.policy.storable(route, entry, content_type) and (
                 not is_thumbnail(route)
                 or (await self.loading.final(req, [(req.image_id, entry)]))[0]):
-            await self.cache.put_many([(req.digest, entry)])
+            # Another process waits on the shared tiers only through a shared fill lock (flight.py): without
+            # one, the answer goes before the disk write (~0.7 ms of a miss, issue 14).
+            await self.cache.put_many([(req.digest, entry)], wait=self.flights.shared is not None)
         if store and self.prefetch is not None:
             self.prefetch.after_fill(req, entry)
         return entry
@@ -353,14 +358,20 @@ class Edge(RsgiEdge):
         self.background.spawn(self.registry.purge(tags))
 
     def _refresh_in_background(self, req: Request) -> None:
-        if self.flights.running(req.digest):
+        """One refresh per stale entry: marked when spawned, not when its task first runs, so stale hits in the
+        same turn of the loop do not each spawn one (a refresh that ends before the next starts is not joined)."""
+        digest = req.digest
+        if digest in self._refreshing or self.flights.running(digest):
             return
+        self._refreshing.add(digest)
 
         async def refresh() -> None:
             try:
-                await self.flights.run(req.digest, req.key, lambda: self.fill(req))
+                await self.flights.run(digest, req.key, lambda: self.fill(req))
             except (UpstreamError, FillTimeout) as exc:
                 log.info("background refresh failed: %s", exc)
+            finally:
+                self._refreshing.discard(digest)
 
         self.background.spawn(refresh())
 

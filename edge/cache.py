@@ -21,10 +21,11 @@ class Background:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
-    def spawn(self, coro: Coroutine) -> None:
+    def spawn(self, coro: Coroutine) -> asyncio.Future:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def cancel(self) -> None:
         for task in list(self._tasks):
@@ -38,6 +39,7 @@ class TieredCache:
         self.registry = registry
         self.background = background
         self._landing: dict[str, asyncio.Future] = {}  # digest → the background split that stores it
+        self._storing: set[asyncio.Future] = set()  # disk and Redis writes the answers did not wait for
 
     async def preload(self) -> None:
         """Start the disk writer thread (asyncio's default executor) at start-up: its first use costs ms."""
@@ -106,12 +108,13 @@ class TieredCache:
             for d, entry in items:
                 self.memory.set(d, entry)
         if self.disk is not None:
-            self.background.spawn(asyncio.to_thread(self.disk.set_many, items))
+            self._store_later(asyncio.to_thread(self.disk.set_many, items))
 
     async def put_many(self, items: list[tuple[str, Entry]], *, wait: bool = True) -> None:
         """Write through every tier: memory at once, disk in a thread (one transaction), Redis pipelined.
-        `wait=False` finishes disk and Redis in the background (batch members, which no other process
-        waits on through the shared tiers)."""
+        `wait=False` finishes disk and Redis in the background, so the answer does not wait for them: for what
+        no other process waits on through the shared tiers (batch members; any fill when no fill lock is
+        shared). `flush` (at shutdown) waits for them."""
         if self.memory is not None:
             for d, entry in items:
                 self.memory.set(d, entry)
@@ -120,7 +123,18 @@ class TieredCache:
         if wait:
             await self._put_shared(items)
         elif items:
-            self.background.spawn(self._put_shared(items))
+            self._store_later(self._put_shared(items))
+
+    def _store_later(self, coro: Coroutine) -> None:
+        task = self.background.spawn(coro)
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait, up to `timeout` seconds, for the writes the answers did not wait for: entries a client was
+        answered with reach the disk before the tiers close."""
+        if self._storing:
+            await asyncio.wait(set(self._storing), timeout=timeout)
 
     async def _put_shared(self, items: list[tuple[str, Entry]]) -> None:
         if self.disk is not None:

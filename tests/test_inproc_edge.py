@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from edge.protocol import WARM_HEADER, WARM_REFRESH_HEADER, WarmAnswer
+from edge.tiers import DiskTier
 from tests.inprocess import WARM_TOKEN, InprocEdge, MakeEdge, SimApps
 from tests.inprocess import anyio_backend, client, edge_app, make_edge, sim_apps  # noqa: F401 - fixtures
 
@@ -221,3 +222,24 @@ async def test_a_stored_404_never_answers_the_webclients_placeholder_form(edge_a
     for _ in range(3):
         placeholder = await edge_app.get(wc)
         assert placeholder.status_code == 200 and placeholder.content == (await sim_apps.get(wc)).content
+
+
+async def test_misses_answered_before_their_disk_write_are_on_disk_after_shutdown(make_edge: MakeEdge,
+                                                                                   sim_apps: SimApps, tmp_path):
+    """One worker, no Redis: no process shares the fill, so a miss is answered before its disk write (app.fill);
+    shutdown waits for those writes, so nothing a client was answered with is missing from the disk after."""
+    edge = await make_edge()
+    assert edge.app.flights.shared is None
+    paths = [thumb(i) for i in sim_apps.public_images[:12]] + [f"/webgateway/imgData/{sim_apps.public_images[0]}/"]
+    for path in paths:
+        assert cache(await edge.get(path)) == "MISS"
+    stored = dict(edge.app.cache.memory._items)
+    assert len(stored) == len(paths)
+    await edge.close()
+    disk = DiskTier(str(tmp_path / "cache0"), size_limit=2**26)
+    try:
+        for digest, entry in stored.items():
+            on_disk = disk.get(digest, entry.key)
+            assert on_disk is not None and on_disk.body == entry.body, entry.key
+    finally:
+        disk.close()
