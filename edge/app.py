@@ -8,6 +8,7 @@ time. Only `/_edge/*` goes through Starlette.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .nodemetrics import NodeMetrics
 from .origin import Origin
+from .pagecache import available_bytes
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
 from .prefetch import Prefetcher
@@ -108,6 +110,8 @@ class Edge(RsgiEdge):
         self.cache = TieredCache(memory, disk, redis, self.registry, self.background)
         self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
         await self.cache.preload()
+        if disk is not None and s.disk_readahead:
+            self.background.spawn(asyncio.to_thread(disk.readahead, available_bytes() * 3 // 4))
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)

@@ -67,6 +67,9 @@ class Settings:
     memory_size: int = _doc("L0 in-process memory tier size in bytes (LRU); 0 turns it off.", 64 * 2**20)
     cache_dir: str = _doc("L1 disk tier directory (diskcache); empty turns it off.", ".cache/edge")
     disk_size: int = _doc("L1 disk tier size limit in bytes (evicts least recently used).", 4 * 2**30)
+    disk_readahead: bool = _doc("At start-up, ask the kernel to read the disk tier's SQLite files into the page cache "
+                                "(in the background) when they fit in 3/4 of the memory available: hits over millions "
+                                "of entries cost memory speed from the first (docs/bench.md, Scale).", True)
     redis_url: str = _doc("L2 Redis tier shared by all nodes (e.g. redis://127.0.0.1:6379/0); empty = off.", "")
     redis_prefix: str = _doc("Namespace of this deployment's purge state and channel in Redis; empty = "
                              "`edge:<db>:` from redis_url (pub/sub channels are shared by all databases).", "")
