@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,7 +33,7 @@ from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .nodemetrics import NodeMetrics
 from .origin import Origin
-from .pagecache import available_bytes
+from . import pagecache
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
 from .prefetch import Prefetcher
@@ -70,6 +71,7 @@ class Edge(RsgiEdge):
         self.metrics = Metrics()
         self.started = False
         self.access_log: AccessLog | None = None  # the one check a request pays when the log is off
+        self.readahead: subprocess.Popen | None = None  # the disk tier's page-cache read-ahead (pagecache.py)
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -111,7 +113,8 @@ class Edge(RsgiEdge):
         self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
         await self.cache.preload()
         if disk is not None and s.disk_readahead:
-            self.background.spawn(asyncio.to_thread(disk.readahead, available_bytes() * 3 // 4))
+            self.readahead = pagecache.start(disk.files(), pagecache.available_bytes() * 3 // 4)
+            self.background.spawn(asyncio.to_thread(self.readahead.wait))  # reaped when it ends
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)
         self.origin = Origin(self.upstreams, PublicSession(web, s.session_cookie, s.public_session_path), m)
@@ -146,6 +149,8 @@ class Edge(RsgiEdge):
         self.started = True
 
     async def shutdown(self) -> None:
+        if self.readahead is not None and self.readahead.poll() is None:
+            self.readahead.terminate()  # still reading a large file: the next start asks again
         await self.cache.flush(FLUSH_SECONDS)
         self.background.cancel()
         if self.access_log is not None:

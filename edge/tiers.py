@@ -22,7 +22,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from .entry import CorruptEntry, Entry
-from .pagecache import readahead
 from .redisclient import ERRORS as REDIS_ERRORS, connect
 
 log = logging.getLogger("edge.tiers")
@@ -212,20 +211,10 @@ class DiskTier(_Degradable):
         codecs.lookup("hex")
         self.get("", "")
 
-    def readahead(self, budget: int) -> None:
-        """The SQLite file and its WAL into the page cache, if they fit in `budget` bytes (edge/pagecache.py).
-        Bodies kept in files of their own (≥ 64 KiB: tiles) are left to be read when hit."""
+    def files(self) -> list[str]:
+        """The SQLite file and its WAL (bodies of ≥ 64 KiB, tiles, are files of their own, left out)."""
         base = os.path.join(self.directory, diskcache.core.DBNAME)
-        try:
-            asked, total = readahead([base, base + "-wal"], budget)
-        except OSError as exc:
-            log.warning("disk tier: page cache read-ahead failed: %s", exc)
-            return
-        if asked:
-            log.info("disk tier: asked the kernel to read %.1f MB of %s into the page cache", asked / 1e6, base)
-        elif total:
-            log.info("disk tier: %s (%.1f MB) is larger than the read-ahead budget (%.1f MB, 3/4 of the memory "
-                     "available): hits read what they need", base, total / 1e6, budget / 1e6)
+        return [base, base + "-wal"]
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """Write entries in one SQLite transaction (one commit for a whole batch). Blocking: callers

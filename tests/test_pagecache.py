@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,34 @@ def test_files_over_the_budget_are_left_alone(tmp_path: Path):
     assert readahead([str(big), str(tmp_path / "absent")], budget=4095) == (0, 4096)
     assert readahead([str(big)], budget=4096) == (4096, 4096)
     assert available_bytes() > 0 and available_bytes(str(tmp_path / "no-meminfo")) == 0
+    done = subprocess.run([sys.executable, "-m", "edge.pagecache", "--budget", "100", str(big)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "larger than the read-ahead budget" in done.stderr
+
+
+async def test_entries_another_process_writes_stay_visible(make_edge: MakeEdge, evicted_cache: Path):
+    """The read-ahead opens and closes the SQLite file: in the edge's own process that would drop SQLite's POSIX
+    locks (a close releases all of a process's locks on the file) and hide another process's later writes.
+    After the read-ahead, entries written by another process are hits."""
+    edge = await make_edge()
+    assert await wait_resident(evicted_cache, 0.9, 10) >= 0.9
+    writer = subprocess.run([sys.executable, "-c", WRITE_ONE, str(evicted_cache.parent)], capture_output=True,
+                            text=True)
+    assert writer.returncode == 0, writer.stderr
+    path = writer.stdout.strip()
+    r = await edge.get(path)
+    assert (r.headers["x-edge-cache"], r.headers["x-edge-tier"]) == ("HIT", "disk"), path
+
+
+# One thumbnail entry stored by a process of its own, as a second edge on the same directory would; prints its path.
+WRITE_ONE = """
+import sys, time
+from edge.keys import digest
+from edge.tiers import DiskTier
+from bench.scenarios.scale import thumbnail_entry, thumbnail_key
+i = 10**9
+tier = DiskTier(sys.argv[1], 2**34)
+tier.set_many([(digest(thumbnail_key(i)), thumbnail_entry(i, time.time()))])
+tier.close()
+print(f"/webgateway/render_thumbnail/{i}/")
+"""
