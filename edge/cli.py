@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -99,7 +100,7 @@ def _serve(settings: Settings) -> int:
 def granian_server(target: str, settings: Settings, interface: str):
     """granian as `edge serve` runs it (also the benchmark's bare-app ceiling: same options, same worker)."""
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings, HTTP2Settings
 
     host, _, port = settings.bind.rpartition(":")
@@ -109,7 +110,10 @@ def granian_server(target: str, settings: Settings, interface: str):
     # Bounded headers (granian's defaults: 400 KB on HTTP/1.1, 16 MB on HTTP/2) and header read time (30 s).
     # A worker that dies is replaced (granian's default stops the whole server); its counts stay in the
     # node's metrics (edge/nodemetrics.py).
-    return Granian(target, address=host.strip("[]"), port=int(port), interface=Interfaces(interface),
+    # uvloop (a dependency) rather than granian's `auto`, which takes rloop whenever it is installed: under rloop a
+    # backend resetting its connection mid-body left the next request hanging (issue 14 notes).
+    loop = Loops.uvloop if importlib.util.find_spec("uvloop") else Loops.auto
+    return Granian(target, address=host.strip("[]"), port=int(port), interface=Interfaces(interface), loop=loop,
                    workers=settings.workers, http=HTTPModes.auto, backlog=2048, log_access=False,
                    workers_kill_timeout=settings.shutdown_timeout,  # SIGTERM: in-flight requests finish, up to this
                    respawn_failed_workers=True,
