@@ -51,10 +51,14 @@ def test_faults(sim):
         start = time.monotonic()
         assert httpx.get(url).status_code == 200
         assert time.monotonic() - start >= 0.15
+        post({"error_rate": 1.0, "endpoints": ["render_thumbnail"]})  # one endpoint fails, the others answer
+        assert httpx.get(url).status_code == 500
+        assert httpx.get(f"{sim.url}/api/v0/m/screens/").status_code == 200
         assert post({"error_rate": 2}).status_code == 400
         assert post({"bogus": 1}).status_code == 400
+        assert post({"endpoints": "render_thumbnail"}).status_code == 400
     finally:
-        assert post({}).json() == {"error_rate": 0.0, "latency_ms": 0.0, "down": False}
+        assert post({}).json() == {"error_rate": 0.0, "latency_ms": 0.0, "down": False, "endpoints": []}
     assert httpx.get(url).status_code == 200
 
 

@@ -163,7 +163,7 @@ def endpoint_app(sim: Sim, endpoint: Endpoint) -> Callable[[Request], Awaitable[
     async def app(request: Request) -> Response:
         if not control:
             sim.stats.request(endpoint.name)
-            fault = await sim.faults.apply()
+            fault = await sim.faults.apply(endpoint.name)
             if fault is not None:
                 return fault
         ident = None
