@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[SIZE_ENV] = str(args.size)  # read by the workers when they import this module
     if args.headers is not None:
         os.environ[HEADERS_ENV] = args.headers
-    # the environment's EDGE_* server settings (EDGE_SERVER_TASKS, ...) apply here as they do to the edge beside it
+    # the environment's EDGE_* server settings apply here as they do to the edge beside it
     settings = Settings.load(bind=args.bind, workers=args.workers, certfile=args.certfile, keyfile=args.keyfile)
     target = "bench.bare:app" if args.interface == "asgi" else "bench.bare:rsgi"
     print(f"bare {args.interface} app, {args.size} bytes, on {args.bind}", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from . import pagecache
 from .access import AccessChecker
 from .accesslog import AccessLog
 from .admin import Shown, admin_app
@@ -33,7 +34,6 @@ from .locks import DiskLock, RedisLock
 from .metrics import Metrics
 from .nodemetrics import NodeMetrics
 from .origin import Origin
-from . import pagecache
 from .passthrough import Passthrough
 from .policy import EntryPolicy, is_thumbnail
 from .prefetch import Prefetcher
@@ -113,7 +113,7 @@ class Edge(RsgiEdge):
         self.hot = HotAnswers(memory, self.registry, self.clock) if memory is not None else None
         await self.cache.preload()
         if disk is not None and s.disk_readahead:
-            self.readahead = pagecache.start(disk.files(), pagecache.available_bytes() * 3 // 4)
+            self.readahead = pagecache.start(disk.files())
             self.background.spawn(asyncio.to_thread(self.readahead.wait))  # reaped when it ends
         self.classifier = Classifier(s, self.identity)
         self.access = AccessChecker(web, s, m)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 STEP = 2 * 2**20  # bytes per read-ahead request
+SHARE = 0.75  # of MemAvailable: files larger in all are left to be read as hits need them
 log = logging.getLogger("edge")
 
 
@@ -56,8 +57,10 @@ def readahead(paths: Iterable[str], budget: int) -> tuple[int, int]:
     return total, total
 
 
-def start(paths: list[str], budget: int) -> subprocess.Popen:
-    """`readahead` in a child process; its one line of outcome goes to this process's stderr."""
+def start(paths: list[str]) -> subprocess.Popen:
+    """`readahead` within SHARE of the memory available now, in a child process; its one line of outcome goes
+    to this process's stderr."""
+    budget = int(available_bytes() * SHARE)
     return subprocess.Popen([sys.executable, "-m", "edge.pagecache", "--budget", str(budget), *paths],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
               f"page cache", file=sys.stderr)
     elif total:
         print(f"edge: disk tier: {args.paths[0]} ({total / 1e6:.1f} MB) is larger than the read-ahead budget "
-              f"({args.budget / 1e6:.1f} MB, 3/4 of the memory available): hits read what they need", file=sys.stderr)
+              f"({args.budget / 1e6:.1f} MB): hits read what they need", file=sys.stderr)
     return 0
 
 

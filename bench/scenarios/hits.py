@@ -45,18 +45,25 @@ NOTES = ["Each server answers from its cache (the edge warmed by `warm plate`, n
          "req/s per dedicated core."]
 
 
-def tree_pids(root: int) -> set[int]:
-    """`root` and all its descendants."""
-    parents: dict[int, int] = {}
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid → (parent pid, utime+stime ticks) of every process, from one pass over /proc."""
+    table: dict[int, tuple[int, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def tree_pids(root: int, table: dict[int, tuple[int, int]] | None = None) -> set[int]:
+    """`root` and all its descendants."""
+    table = _proc_table() if table is None else table
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
-        for pid, ppid in parents.items():
+        for pid, (ppid, _) in table.items():
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
@@ -65,14 +72,8 @@ def tree_pids(root: int) -> set[int]:
 
 def tree_cpu_seconds(root: int) -> float:
     """utime+stime of `root` and all its descendants, in seconds."""
-    ticks = 0
-    for pid in tree_pids(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    table = _proc_table()
+    return sum(table[pid][1] for pid in tree_pids(root, table) if pid in table) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
